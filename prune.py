@@ -815,7 +815,8 @@ def magnitude_masks(weights: dict, sparsity: float, *, criterion: str = "global"
 def apply_masks(weights: dict, masks: dict) -> None:
     """Zero the pruned weights in place (after every optimizer step and at every pruning step)."""
     names = list(masks)
-    torch._foreach_mul_([weights[n] for n in names], [masks[n] for n in names])
+    if names:
+        torch._foreach_mul_([weights[n] for n in names], [masks[n] for n in names])
 
 
 @torch.no_grad()
@@ -994,15 +995,17 @@ def train(cfg: dict, log=print) -> dict:
     weights = prunable(model, cfg["scope"])
     masks = {n: torch.ones_like(w) for n, w in weights.items()}
     optimizer = make_optimizer(model, cfg, device)
-    teacher_cache = None
+    teacher_cache, teacher_time = None, 0.0
     if teacher_path:
         cache_file = out / "teacher_logits.pt"
         if resume_from and cache_file.exists():
             teacher_cache = torch.load(cache_file, weights_only=True).to(device)
         else:
             log(f"caching teacher logits of {cfg['teacher']} on {len(train_enc['lengths'])} training rows")
+            t0 = time.time()
             teacher_cache = cache_teacher_logits(teacher_path, task, train_enc, device, cfg["eval_batch_size"],
                                                  teacher_config)
+            teacher_time = time.time() - t0
             atomic_save(teacher_cache.cpu(), cache_file)
 
     first_step = 0
@@ -1020,7 +1023,7 @@ def train(cfg: dict, log=print) -> dict:
     accum = cfg["grad_accum"]
     batches, batches_epoch = None, -1
     loss_sum = torch.zeros((), device=device)
-    loss_count, last_ckpt_time, t_train, samples = 0, time.time(), time.time(), 0
+    loss_count, last_ckpt_time, t_train, samples, eval_time = 0, time.time(), time.time(), 0, 0.0
     log(f"{task}: {len(train_enc['lengths'])} train rows, {steps_per_epoch} steps/epoch, {total} steps, "
         f"target sparsity {cfg['sparsity']}, {len(plan['prune_steps'])} pruning steps, device {device}")
     for step in range(first_step, total):
@@ -1038,7 +1041,7 @@ def train(cfg: dict, log=print) -> dict:
             batches_epoch = epoch
         for micro in range(accum):
             idx = batches[(step % steps_per_epoch) * accum + micro]
-            loss_sum += step_fn.micro(to_device(collate(train_enc, idx, pad_multiple(cfg, kind, step_fn)), device), device)
+            loss_sum += step_fn.micro(to_device(collate(train_enc, idx, pad_multiple(cfg, kind, device)), device), device)
             samples += len(idx)
         step_fn.update()
         loss_count += 1
@@ -1051,9 +1054,11 @@ def train(cfg: dict, log=print) -> dict:
                                     f"last good checkpoint: {latest_checkpoint(out) or 'none'}")
             entry = {"step": done, "epoch": round(done / steps_per_epoch, 3), "lr": lr_of(step, cfg, plan),
                      "sparsity": sparsity_of(m for m in masks.values()) if masks else 0.0, "loss": loss,
-                     "samples_per_s": samples / (time.time() - t_train)}
+                     "samples_per_s": samples / (time.time() - t_train - eval_time)}
             if cycle_end:
+                t0 = time.time()
                 entry["eval"] = evaluate(model, task, evals, device, cfg["eval_batch_size"])
+                eval_time += time.time() - t0
             log_file.write(json.dumps(entry) + "\n")
             log_file.flush()
             progress(entry, total, t_train, log)
@@ -1063,17 +1068,19 @@ def train(cfg: dict, log=print) -> dict:
                 if done < total:
                     save_checkpoint(out, done, model, optimizer, masks, cfg["keep_checkpoints"])
                 last_ckpt_time = time.time()
-    train_time = time.time() - t_train
+    timing = {"train_time_s": time.time() - t_train - eval_time, "eval_time_s": eval_time,
+              "teacher_time_s": teacher_time}
     log_file.close()
-    return finish(out, cfg, model, tokenizer, weights, masks, evals, device, plan, samples, train_time, t_start)
+    return finish(out, cfg, model, tokenizer, weights, masks, evals, device, plan, samples, timing, t_start)
 
 
-def pad_multiple(cfg: dict, kind: str, step_fn) -> int:
-    """QA pads every feature to max_length (teacher logits per position); classification pads to a
-    multiple of 8, or of the graph bucket size when steps are replayed from CUDA graphs."""
+def pad_multiple(cfg: dict, kind: str, device: torch.device) -> int:
+    """QA pads every feature to max_length (teacher logits per position). Classification pads to a multiple
+    of 32 tokens on CUDA (a few fixed shapes: one CUDA graph each, eager or not, so the fast path sees the
+    same batches) and of 8 on a CPU, where every padded token costs time."""
     if kind == "qa":
         return int(cfg["max_length"])
-    return getattr(step_fn, "bucket", 8)
+    return 32 if device.type == "cuda" else 8
 
 
 def progress(entry: dict, total: int, t0: float, log) -> None:
@@ -1086,8 +1093,8 @@ def progress(entry: dict, total: int, t0: float, log) -> None:
     log(line)
 
 
-def finish(out: Path, cfg: dict, model, tokenizer, weights, masks, evals, device, plan, samples, train_time,
-           t_start) -> dict:
+def finish(out: Path, cfg: dict, model, tokenizer, weights, masks, evals, device, plan, samples, timing: dict,
+           t_start: float) -> dict:
     """Check the sparsity against its target, evaluate, then write model, masks and results.json last."""
     n = sum(w.numel() for w in weights.values())
     zeros = sum(int((w == 0).sum()) for w in weights.values())
@@ -1108,8 +1115,10 @@ def finish(out: Path, cfg: dict, model, tokenizer, weights, masks, evals, device
         "seed": cfg["seed"], "sparsity_target": cfg["sparsity"], **report,
         "masked_sparsity": zeros / n if n else 0.0, "metric": main_metric(cfg["task"]),
         "metrics": metrics, "epochs": plan["total_steps"] / plan["steps_per_epoch"], "steps": plan["total_steps"],
-        "train_samples_per_s": samples / train_time if train_time > 0 else 0.0,
-        "train_time_s": train_time, "wall_time_s": time.time() - t_start, "device": device_name(device),
+        # samples/s of the training loop, and of the run with the teacher's forward passes counted in
+        "train_samples_per_s": samples / max(timing["train_time_s"], 1e-9),
+        "run_samples_per_s": samples / max(timing["train_time_s"] + timing["teacher_time_s"], 1e-9),
+        **timing, "wall_time_s": time.time() - t_start, "device": device_name(device),
         "torch": torch.__version__, "transformers": __import__("transformers").__version__,
         "config": cfg,
     }
@@ -1253,23 +1262,26 @@ def use_graphs(cfg: dict, device: torch.device) -> bool:
 
 
 class GraphedStep:
-    """Step.micro and Step.update captured as CUDA graphs and replayed: one graph per padded batch length
-    (lengths rounded up to `bucket` tokens) for forward + backward, one for the masked AdamW update.
-    Inputs are copied into static buffers; the LR is the optimizer's device tensor; pruning writes the
-    mask tensors in place, so the graphs read the new masks."""
+    """Step.micro and Step.update captured as CUDA graphs and replayed: one graph per batch shape (lengths
+    are padded to multiples of 32) for forward + backward, one for the masked AdamW update. Inputs are
+    copied into static buffers; the LR is the optimizer's device tensor; pruning writes the mask tensors
+    in place, so the graphs read the new masks."""
 
-    def __init__(self, step: Step, device: torch.device, bucket: int = 32):
-        self.step, self.device, self.bucket = step, device, bucket
+    def __init__(self, step: Step, device: torch.device):
+        self.step, self.device = step, device
         self.graphs, self.static, self.losses = {}, {}, {}
         self.pool = torch.cuda.graph_pool_handle()
         self.update_graph = None
         for p in step.params:  # persistent gradients: backward graphs accumulate into them in place
             p.grad = torch.zeros_like(p)
+        self._warm_optimizer()
 
     def _warm_optimizer(self) -> None:
-        """Create AdamW's state without changing anything: one step with zero gradients and LR 0, then
-        the step counters back to 0."""
+        """Create AdamW's state (capture needs it to exist) without changing anything: one step with the
+        gradients still zero and LR 0, then the step counters back to 0."""
         opt = self.step.optimizer
+        if opt.state:
+            return  # resumed from a checkpoint: the state is there
         lrs = [g["lr"].clone() for g in opt.param_groups]
         for g in opt.param_groups:
             g["lr"].zero_()
@@ -1309,7 +1321,6 @@ class GraphedStep:
 
     def update(self) -> None:
         if self.update_graph is None:
-            self._warm_optimizer()
             step = self.step
             self.update_graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.update_graph, pool=self.pool):  # recorded, not run
@@ -1320,6 +1331,149 @@ class GraphedStep:
                 apply_masks(step.weights, step.masks)
                 torch._foreach_zero_([p.grad for p in step.params])
         self.update_graph.replay()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Benchmarks (python prune.py bench ...): the numbers of the README's speed table. Not used by training.
+
+def train_flops(model: nn.Module, batch: int, length: int) -> float:
+    """FLOPs of one training step (forward + backward = 3 x forward): 2 per weight of every linear layer
+    per token, plus the attention products (QK^T and AV: 4 * L^2 * hidden per sequence and layer)."""
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))
+    layers = len(weight_groups(model)["encoder"]) // 6
+    hidden = model.config.hidden_size
+    forward = 2 * linear * batch * length + 4 * layers * batch * length * length * hidden
+    return 3.0 * forward
+
+
+def bench_step(model_path: str, *, batch: int, length: int, steps: int, masked: bool, graphs: bool,
+               teacher: bool = True, mask_dtype=None,
+               device: str = "cuda" if torch.cuda.is_available() else "cpu") -> dict:
+    """Steady-state training steps on fixed-shape random batches: the student step of GMP* (KD from cached
+    logits, masks enforced) or the same dense step, eager or from CUDA graphs. Returns samples/s and MFU."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+    dev = torch.device(device)
+    torch.manual_seed(0)
+    if model_path.startswith("config:"):  # config:bert-base = BERT-base's shape, random weights
+        from transformers import BertConfig
+        model = AutoModelForSequenceClassification.from_config(BertConfig(num_labels=2), attn_implementation="sdpa")
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=2, dtype=torch.float32,
+                                                                   attn_implementation="sdpa")
+    model.to(dev).train()
+    cfg = dict(RECIPES["gmp_star"], grad_accum=1, hardness=1.0 if teacher else 0.0)
+    weights = prunable(model, "encoder") if masked else {}
+    masks = magnitude_masks(weights, 0.9) if masked else {}
+    masks = {n: m.to(mask_dtype or m.dtype) for n, m in masks.items()}
+    apply_masks(weights, masks) if masked else None
+    vocab = model.config.vocab_size
+    n_rows = 64 * batch
+    cache = torch.randn(n_rows, 2, device=dev) if teacher else None
+    step = Step(model, make_optimizer(model, cfg, dev), weights, masks, cache, cfg, "classification", False)
+    if graphs:
+        step = GraphedStep(step, dev)
+    gen = torch.Generator().manual_seed(0)
+
+    def batch_at(i):
+        ids = torch.randint(1000, vocab, (batch, length), generator=gen)
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids),
+                "labels": torch.randint(0, 2, (batch,), generator=gen),
+                "rows": torch.arange(i * batch, (i + 1) * batch) % n_rows}
+
+    def run(n):
+        for i in range(n):
+            step.micro(to_device(batch_at(i), dev), dev)
+            step.update()
+
+    run(5)  # warm-up (and capture)
+    torch.cuda.synchronize(dev) if dev.type == "cuda" else None
+    t0 = time.time()
+    run(steps)
+    torch.cuda.synchronize(dev) if dev.type == "cuda" else None
+    dt = (time.time() - t0) / steps
+    return {"samples_per_s": batch / dt, "step_ms": 1000 * dt,
+            "tflops": train_flops(model, batch, length) / dt / 1e12}
+
+
+def bench_pruning(device: str = "cuda" if torch.cuda.is_available() else "cpu", repeats: int = 10) -> dict:
+    """Global magnitude masks over a BERT-base-shaped encoder (85M weights), exact; kthvalue for contrast."""
+    from transformers import BertConfig, BertModel
+    dev = torch.device(device)
+    model = BertModel(BertConfig()).to(dev)
+    weights = prunable(model, "encoder")
+    n = sum(w.numel() for w in weights.values())
+
+    def timed(fn):
+        times = []
+        for _ in range(repeats):
+            torch.cuda.synchronize(dev) if dev.type == "cuda" else None
+            t0 = time.time()
+            out = fn()
+            torch.cuda.synchronize(dev) if dev.type == "cuda" else None
+            times.append(time.time() - t0)
+        return 1000 * sorted(times)[len(times) // 2], out
+
+    ms, masks = timed(lambda: magnitude_masks(weights, 0.9))
+    zeros = sum(int((m == 0).sum()) for m in masks.values())
+    flat = torch.cat([w.detach().abs().flatten() for w in weights.values()])
+    kth_ms, _ = timed(lambda: torch.kthvalue(flat, round(0.9 * n)))
+    return {"weights": n, "masks_ms": ms, "exact": zeros == round(0.9 * n), "kthvalue_ms": kth_ms}
+
+
+def bench_trainer(model_path: str, data_dir: str, *, steps: int, batch: int, out: str) -> dict:
+    """What users run today: Hugging Face Trainer, dense fine-tuning, bf16, dynamic padding (the same
+    tokenization as prune.py). Needs accelerate, which prune.py does not."""
+    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
+                              Trainer, TrainingArguments)
+    import datasets
+    tok = AutoTokenizer.from_pretrained(model_path)
+    ds = load_splits("sst2", data_dir)["train"]
+    ds = ds.map(lambda b: tok(b["sentence"], truncation=True, max_length=128), batched=True,
+                remove_columns=["sentence", "idx"])
+    model = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=2, dtype=torch.float32,
+                                                               attn_implementation="sdpa")
+    args = TrainingArguments(output_dir=out, per_device_train_batch_size=batch, bf16=True, max_steps=steps,
+                             learning_rate=5e-5, report_to=[], save_strategy="no", logging_strategy="no",
+                             disable_tqdm=True)
+    trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=DataCollatorWithPadding(tok))
+    metrics = trainer.train().metrics
+    del datasets
+    return {"samples_per_s": steps * batch / metrics["train_runtime"], "train_runtime_s": metrics["train_runtime"]}
+
+
+def bench_main(argv: list) -> int:
+    p = argparse.ArgumentParser(prog="prune.py bench", description="speed benchmarks of the README")
+    p.add_argument("what", choices=["pruning", "step", "trainer"])
+    p.add_argument("--model", default="minilm", help="path, hub id, or config:bert-base (random weights)")
+    p.add_argument("--data_dir", default="")
+    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--length", type=int, default=128)
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--out", default="runs/bench")
+    args = p.parse_args(argv)
+    env = {"torch": torch.__version__, "transformers": __import__("transformers").__version__,
+           "device": device_name(torch.device("cuda")) if torch.cuda.is_available() else "cpu"}
+    model = resolve_model_path(args.model)
+    if args.what == "pruning":
+        res = bench_pruning()
+    elif args.what == "trainer":
+        res = bench_trainer(model, args.data_dir, steps=args.steps, batch=args.batch_size, out=args.out)
+    else:
+        res = {}
+        # dense = the same step (KD from cached logits included) without masks
+        for name, kw in {"eager_dense": dict(masked=False, graphs=False),
+                         "eager_gmp": dict(masked=True, graphs=False),
+                         "graph_dense": dict(masked=False, graphs=True),
+                         "graph_gmp": dict(masked=True, graphs=True),
+                         "graph_gmp_bool_masks": dict(masked=True, graphs=True, mask_dtype=torch.bool),
+                         "graph_dense_no_kd": dict(masked=False, graphs=True, teacher=False)}.items():
+            if kw["graphs"] and not torch.cuda.is_available():
+                continue
+            res[name] = bench_step(model, batch=args.batch_size, length=args.length, steps=args.steps, **kw)
+            torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    print(json.dumps({"bench": args.what, "model": args.model, "batch_size": args.batch_size,
+                      "length": args.length, **env, **res}))
+    return 0
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -1362,6 +1516,8 @@ def main(argv=None) -> int:
     try:
         if argv and argv[0] == "collect":
             return collect_main(argv[1:])
+        if argv and argv[0] == "bench":
+            return bench_main(argv[1:])
         cfg = resolve_config(parse_overrides(argv))
         results = train(cfg, log=lambda s: print(s, file=sys.stderr, flush=True))
     except UsageError as e:

@@ -43,11 +43,13 @@ def _vocab():
     return {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words)}
 
 
-def make_tiny_model(folder: Path, kind: str = "bert", seed: int = 0, vocab=None) -> Path:
+def make_tiny_model(folder: Path, kind: str = "bert", seed: int = 0, vocab=None, dropout: float = 0.1) -> Path:
     from transformers import AutoModel, BertConfig, BertTokenizer, DistilBertConfig, RobertaConfig
     vocab = vocab or _vocab()
     torch.manual_seed(seed)
     common = dict(vocab_size=len(vocab), max_position_embeddings=128, pad_token_id=0)
+    if kind in ("bert", "roberta"):
+        common.update(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
     if kind == "bert":
         config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, **common)
     elif kind == "roberta":
@@ -538,3 +540,55 @@ def test_real_minilm_prunes_offline_for_a_few_steps(tmp_path, sst2_dir):
     from transformers import AutoModelForSequenceClassification
     loaded = AutoModelForSequenceClassification.from_pretrained(Path(cfg["out"]) / "model")
     assert prune.sparsity_report(loaded)["encoder_sparsity"] == pytest.approx(0.5, abs=1e-4)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the CUDA-graph fast path (runs where a GPU is; CI has none)
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def _few_steps(path: Path, enc: dict, graphs: bool, device: torch.device):
+    """Eight GMP* steps (KD from fixed random logits, a pruning step at step 3) with fixed batches."""
+    torch.manual_seed(0)
+    model = prune.load_model(str(path), "sst2").to(device).train()
+    cfg = dict(prune.RECIPES["gmp_star"], grad_accum=1, hardness=0.5, lr=1e-3)
+    weights = prune.prunable(model)
+    masks = {n: torch.ones_like(w) for n, w in weights.items()}
+    cache = torch.randn(len(enc["lengths"]), 2, generator=torch.Generator().manual_seed(1)).to(device)
+    opt = prune.make_optimizer(model, cfg, device)
+    step = prune.Step(model, opt, weights, masks, cache, cfg, "classification", False)
+    if graphs:
+        step = prune.GraphedStep(step, device)
+    for i, idx in enumerate(prune.make_batches(enc["lengths"], 16, seed=0, epoch=0)[:8]):
+        if i in (3, 6):
+            new = prune.magnitude_masks(weights, 0.5 if i == 3 else 0.7, masks=masks)
+            for n in masks:
+                masks[n].copy_(new[n])
+            prune.apply_masks(weights, masks)
+        prune.set_lr(opt, 1e-3 * (1 - i / 10))
+        step.micro(prune.to_device(prune.collate(enc, idx, 32), device), device)
+        step.update()
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}, {n: m.clone() for n, m in masks.items()}
+
+
+@cuda
+def test_graphed_steps_give_the_same_weights_and_masks_as_eager_steps(tmp_path, sst2_dir):
+    from transformers import AutoTokenizer
+    path = make_tiny_model(tmp_path / "nodrop", dropout=0.0)   # no dropout: both paths compute the same function
+    enc = prune.encode("sst2", prune.load_splits("sst2", str(sst2_dir))["train"], AutoTokenizer.from_pretrained(path), 64)
+    device = torch.device("cuda")
+    w_eager, m_eager = _few_steps(path, enc, False, device)
+    w_graph, m_graph = _few_steps(path, enc, True, device)
+    assert all(torch.equal(m_eager[n], m_graph[n]) for n in m_eager)
+    assert prune.sparsity_of(m_graph.values()) == pytest.approx(0.7, abs=1e-4)
+    worst = max(float((w_eager[k].float() - w_graph[k].float()).abs().max()) for k in w_eager)
+    assert worst < 1e-5, worst
+
+
+@cuda
+def test_a_full_run_on_the_fast_path_reaches_its_target(tmp_path, sst2_dir, tiny, tiny_teacher):
+    cfg = run_cfg(tmp_path, data_dir=sst2_dir, model=str(tiny), teacher=str(tiny_teacher), sparsity=0.8, epochs=6,
+                  lr=1e-3, device="cuda")
+    res = prune.train(cfg, log=quiet)
+    assert res["masked_sparsity"] == pytest.approx(0.8, abs=1e-4) and res["metrics"]["accuracy"] > 0.75
