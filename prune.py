@@ -23,6 +23,8 @@ import json
 import math
 import os
 import re
+import shutil
+import signal
 import string
 import sys
 import time
@@ -171,6 +173,9 @@ def resolve_config(overrides: dict) -> dict:
     cfg.update({k: v for k, v in overrides.items() if v is not None})
     cfg["model"] = cfg["model"] or task.get("model", DEFAULT_MODEL)
     check_config(cfg)
+    if overrides.get("initial_sparsity") is not None and cfg["initial_sparsity"] > cfg["sparsity"] > 0:
+        raise UsageError(f"initial_sparsity {cfg['initial_sparsity']} is above the target sparsity "
+                         f"{cfg['sparsity']} (the default 70% first step is capped at the target by itself)")
     if cfg["recipe"] == "gmp_star" and not cfg["epochs"] and not cfg["max_steps"]:
         cfg["epochs"] = schedule.scaled_epochs(cfg["sparsity"], cfg["base_epochs"])
     check_phases(cfg)
@@ -184,8 +189,6 @@ def check_config(cfg: dict) -> None:
         raise UsageError(f"sparsity must be in [0, 1), got {s}")
     if cfg["recipe"] == "dense" and s > 0:
         raise UsageError("the dense recipe trains teachers: it takes no --sparsity")
-    if cfg["initial_sparsity"] > s > 0 and cfg["initial_sparsity"] != RECIPES["gmp_star"]["initial_sparsity"]:
-        raise UsageError(f"initial_sparsity {cfg['initial_sparsity']} is above the target sparsity {s}")
     if not 0.0 <= cfg["initial_sparsity"] < 1.0:
         raise UsageError(f"initial_sparsity must be in [0, 1), got {cfg['initial_sparsity']}")
     if cfg["scope"] not in ("encoder", "all"):
@@ -969,6 +972,7 @@ def train(cfg: dict, log=print) -> dict:
     t_start = time.time()
     out = Path(cfg["out"])
     resume_from = prepare_out_dir(out, cfg)
+    write_json(out / "config.json", cfg)  # first: from here on the folder is this run's, resumable
     task, kind = cfg["task"], TASKS[cfg["task"]]["kind"]
     regression = is_regression(task)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg["device"] == "auto" else cfg["device"])
@@ -1008,11 +1012,10 @@ def train(cfg: dict, log=print) -> dict:
             teacher_time = time.time() - t0
             atomic_save(teacher_cache.cpu(), cache_file)
 
-    first_step = 0
+    first_step, done_before = 0, {"samples": 0, "train_time_s": 0.0, "eval_time_s": 0.0}
     if resume_from:
-        first_step = load_checkpoint(resume_from, model, optimizer, masks, device)
+        first_step, done_before = load_checkpoint(resume_from, model, optimizer, masks, device)
         log(f"resumed {out} at step {first_step} from {resume_from.name}")
-    write_json(out / "config.json", {**cfg, "plan": {k: v for k, v in plan.items() if k != "prune_steps"}})
     log_file = open_log(out / "log.jsonl", first_step)
 
     step_fn = Step(model, optimizer, weights, masks, teacher_cache, cfg, kind, regression)
@@ -1023,9 +1026,16 @@ def train(cfg: dict, log=print) -> dict:
     accum = cfg["grad_accum"]
     batches, batches_epoch = None, -1
     loss_sum = torch.zeros((), device=device)
+    first_bad = torch.full((), -1, dtype=torch.int64, device=device)  # first step with a non-finite loss
     loss_count, last_ckpt_time, t_train, samples, eval_time = 0, time.time(), time.time(), 0, 0.0
     log(f"{task}: {len(train_enc['lengths'])} train rows, {steps_per_epoch} steps/epoch, {total} steps, "
         f"target sparsity {cfg['sparsity']}, {len(plan['prune_steps'])} pruning steps, device {device}")
+
+    def totals() -> dict:  # counters over the whole run, resumed segments included
+        return {"samples": done_before["samples"] + samples, "eval_time_s": done_before["eval_time_s"] + eval_time,
+                "train_time_s": done_before["train_time_s"] + time.time() - t_train - eval_time,
+                "teacher_time_s": done_before.get("teacher_time_s", 0.0) + teacher_time}
+
     for step in range(first_step, total):
         if step in prune_steps:
             target = sparsity_of_step(step, cfg, plan)
@@ -1041,20 +1051,24 @@ def train(cfg: dict, log=print) -> dict:
             batches_epoch = epoch
         for micro in range(accum):
             idx = batches[(step % steps_per_epoch) * accum + micro]
-            loss_sum += step_fn.micro(to_device(collate(train_enc, idx, pad_multiple(cfg, kind, device)), device), device)
+            loss = step_fn.micro(to_device(collate(train_enc, idx, pad_multiple(cfg, kind, device)), device), device)
+            loss_sum += loss
             samples += len(idx)
+        # recorded on the device, read at the next log line: no host synchronisation per step
+        first_bad = torch.where(torch.isfinite(loss) | (first_bad >= 0), first_bad, torch.full_like(first_bad, step))
         step_fn.update()
         loss_count += 1
         done = step + 1
+        _fault("step")
         cycle_end = done % plan["cycle_steps"] == 0 or done == total
         if done % cfg["log_every"] == 0 or cycle_end:
+            if int(first_bad) >= 0:
+                raise TrainingError(f"non-finite loss at step {int(first_bad)}; stopped before writing anything "
+                                    f"from it; last good checkpoint: {latest_checkpoint(out) or 'none'}")
             loss = float(loss_sum) / loss_count
-            if not math.isfinite(loss):
-                raise TrainingError(f"non-finite loss in steps {done - loss_count}..{done - 1}; "
-                                    f"last good checkpoint: {latest_checkpoint(out) or 'none'}")
             entry = {"step": done, "epoch": round(done / steps_per_epoch, 3), "lr": lr_of(step, cfg, plan),
                      "sparsity": sparsity_of(m for m in masks.values()) if masks else 0.0, "loss": loss,
-                     "samples_per_s": samples / (time.time() - t_train - eval_time)}
+                     "samples_per_s": totals()["samples"] / max(totals()["train_time_s"], 1e-9)}
             if cycle_end:
                 t0 = time.time()
                 entry["eval"] = evaluate(model, task, evals, device, cfg["eval_batch_size"])
@@ -1065,13 +1079,11 @@ def train(cfg: dict, log=print) -> dict:
             loss_sum.zero_()
             loss_count = 0
             if cycle_end or time.time() - last_ckpt_time > 60 * cfg["checkpoint_minutes"]:
-                if done < total:
-                    save_checkpoint(out, done, model, optimizer, masks, cfg["keep_checkpoints"])
+                save_checkpoint(out, done, model, optimizer, masks, cfg["keep_checkpoints"], totals())
                 last_ckpt_time = time.time()
-    timing = {"train_time_s": time.time() - t_train - eval_time, "eval_time_s": eval_time,
-              "teacher_time_s": teacher_time}
+    timing = totals()
     log_file.close()
-    return finish(out, cfg, model, tokenizer, weights, masks, evals, device, plan, samples, timing, t_start)
+    return finish(out, cfg, model, tokenizer, weights, masks, evals, device, plan, timing, t_start)
 
 
 def pad_multiple(cfg: dict, kind: str, device: torch.device) -> int:
@@ -1093,7 +1105,7 @@ def progress(entry: dict, total: int, t0: float, log) -> None:
     log(line)
 
 
-def finish(out: Path, cfg: dict, model, tokenizer, weights, masks, evals, device, plan, samples, timing: dict,
+def finish(out: Path, cfg: dict, model, tokenizer, weights, masks, evals, device, plan, timing: dict,
            t_start: float) -> dict:
     """Check the sparsity against its target, evaluate, then write model, masks and results.json last."""
     n = sum(w.numel() for w in weights.values())
@@ -1108,13 +1120,16 @@ def finish(out: Path, cfg: dict, model, tokenizer, weights, masks, evals, device
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     replace_dir(tmp, out / "model")
+    _fault("finish")
     save_masks(masks, out / "masks.pt")
     report = sparsity_report(model)
+    samples = timing.pop("samples")
     results = {
         "task": cfg["task"], "model": cfg["model"], "teacher": cfg["teacher"], "recipe": cfg["recipe"],
         "seed": cfg["seed"], "sparsity_target": cfg["sparsity"], **report,
         "masked_sparsity": zeros / n if n else 0.0, "metric": main_metric(cfg["task"]),
         "metrics": metrics, "epochs": plan["total_steps"] / plan["steps_per_epoch"], "steps": plan["total_steps"],
+        "steps_per_epoch": plan["steps_per_epoch"], "pruning_steps": len(plan["prune_steps"]),
         # samples/s of the training loop, and of the run with the teacher's forward passes counted in
         "train_samples_per_s": samples / max(timing["train_time_s"], 1e-9),
         "run_samples_per_s": samples / max(timing["train_time_s"] + timing["teacher_time_s"], 1e-9),
@@ -1153,9 +1168,9 @@ def prepare_out_dir(out: Path, cfg: dict):
             aside = out.with_name(f"{out.name}.replaced-{datetime.datetime.now():%Y%m%d-%H%M%S}")
             out.rename(aside)
             print(f"moved the old {out} to {aside}", file=sys.stderr)
-        else:
+        else:  # the same run, interrupted: drop half-written files, resume from the newest checkpoint
             for tmp in out.glob("*.tmp"):
-                tmp.unlink() if tmp.is_file() else None
+                shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
             return latest_checkpoint(out)
     out.mkdir(parents=True, exist_ok=True)
     return None
@@ -1173,6 +1188,7 @@ def atomic_save(obj, path: Path) -> None:
         torch.save(obj, f)
         f.flush()
         os.fsync(f.fileno())
+        _fault("save")
     os.replace(tmp, path)
 
 
@@ -1191,13 +1207,23 @@ def read_json(path: Path):
 
 def replace_dir(tmp: Path, final: Path) -> None:
     if final.exists():
-        old = final.with_name(final.name + ".old")
-        final.rename(old)
-        os.replace(tmp, final)
-        import shutil
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, final)
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+
+
+_FAULT_COUNTS = collections.Counter()
+
+
+def _fault(point: str) -> None:
+    """Fault injection for the resume tests: GMP_FAULT=point:n SIGKILLs this process the n-th time it
+    passes `point` (step: after an optimizer step; save: a checkpoint written but not yet renamed;
+    finish: the model written, results.json not)."""
+    spec = os.environ.get("GMP_FAULT")
+    if not spec:
+        return
+    _FAULT_COUNTS[point] += 1
+    if spec == f"{point}:{_FAULT_COUNTS[point]}":
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def rng_state() -> dict:
@@ -1207,18 +1233,18 @@ def rng_state() -> dict:
     return state
 
 
-def save_checkpoint(out: Path, step: int, model, optimizer, masks: dict, keep: int) -> Path:
-    """Everything a resumed run needs to continue exactly: weights, masks, optimizer, step and RNG. The
-    data order is a function of (seed, epoch) and needs no state."""
+def save_checkpoint(out: Path, step: int, model, optimizer, masks: dict, keep: int, stats: dict) -> Path:
+    """Everything a resumed run needs to continue exactly: weights, masks, optimizer, step and RNG (and
+    the run's counters). The data order is a function of (seed, epoch) and needs no state."""
     path = out / f"checkpoint-{step:09d}.pt"
     atomic_save({"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "masks": {n: m.cpu() for n, m in masks.items()}, "rng": rng_state()}, path)
+                 "masks": {n: m.cpu() for n, m in masks.items()}, "rng": rng_state(), "stats": stats}, path)
     for old in sorted(out.glob("checkpoint-*.pt"))[:-keep]:
         old.unlink()
     return path
 
 
-def load_checkpoint(path: Path, model, optimizer, masks: dict, device: torch.device) -> int:
+def load_checkpoint(path: Path, model, optimizer, masks: dict, device: torch.device) -> tuple:
     """Restore a checkpoint in place; an unreadable newest checkpoint falls back to the one before."""
     candidates = sorted(path.parent.glob("checkpoint-*.pt"), reverse=True)
     for candidate in candidates:
@@ -1240,7 +1266,7 @@ def load_checkpoint(path: Path, model, optimizer, masks: dict, device: torch.dev
     torch.set_rng_state(state["rng"]["torch"])
     if "cuda" in state["rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-    return int(state["step"])
+    return int(state["step"]), state["stats"]
 
 
 def open_log(path: Path, first_step: int):

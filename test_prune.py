@@ -4,6 +4,7 @@ shared GLUE files (those skip cleanly where the package or the folder is missing
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -513,6 +514,140 @@ def test_cli_prints_one_line_error_and_exit_code_2(tmp_path):
                        capture_output=True, text=True, cwd=HERE, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and r.stderr.startswith("prune.py: error: unknown task 'nope'")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# nothing lost: a killed run resumes to exactly what an uninterrupted run gives (CPU, fp32)
+
+def _cli(args: list, fault: str = "", timeout: int = 300):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    env.pop("GMP_FAULT", None)
+    if fault:
+        env["GMP_FAULT"] = fault
+    return subprocess.run([sys.executable, str(HERE / "prune.py"), *args], capture_output=True, text=True,
+                          cwd=HERE, env=env, timeout=timeout)
+
+
+def _run_args(tiny, teacher, data, out, **extra):
+    args = dict(task="sst2", data_dir=data, model=tiny, teacher=teacher, sparsity=0.8, epochs=6, lr=1e-3,
+                batch_size=16, max_length=32, device="cpu", log_every=5, checkpoint_minutes=0.0, out=out)
+    args.update(extra)
+    return [x for k, v in args.items() for x in (f"--{k}", str(v))]
+
+
+def _final_state(out: Path) -> tuple:
+    from safetensors.torch import load_file
+    res = json.loads((out / "results.json").read_text())
+    return res, load_file(out / "model" / "model.safetensors"), prune.load_masks(out / "masks.pt")
+
+
+def _assert_same_run(a: Path, b: Path) -> None:
+    res_a, w_a, m_a = _final_state(a)
+    res_b, w_b, m_b = _final_state(b)
+    assert res_a["metrics"] == res_b["metrics"]
+    assert all(torch.equal(m_a[n], m_b[n]) for n in m_a)
+    assert all(torch.equal(w_a[k], w_b[k]) for k in w_a)            # bit for bit
+    steps_a = [e["step"] for e in _log(a)]
+    assert steps_a == [e["step"] for e in _log(b)]                   # no step logged twice or lost
+    assert not list(b.glob("checkpoint-*")) and not list(b.glob("*.tmp"))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, tiny, tiny_teacher, sst2_dir):
+    out = tmp_path_factory.mktemp("ref") / "run"
+    r = _cli(_run_args(tiny, tiny_teacher, sst2_dir, out))
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+@pytest.mark.parametrize("fault", ["step:3", "step:23", "step:50", "save:4", "finish:1"])
+def test_a_run_killed_anywhere_resumes_to_the_same_masks_weights_and_metrics(tmp_path, tiny, tiny_teacher,
+                                                                             sst2_dir, uninterrupted, fault):
+    """SIGKILL before the first checkpoint, mid-cycle, mid-pruning, inside a checkpoint write (the
+    temporary file written, not renamed) and between the final model and results.json."""
+    out = tmp_path / "run"
+    killed = _cli(_run_args(tiny, tiny_teacher, sst2_dir, out), fault=fault)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert not (out / "results.json").exists()
+    if fault.startswith("save"):
+        assert list(out.glob("*.tmp"))                               # the half-written checkpoint is there
+    resumed = _cli(_run_args(tiny, tiny_teacher, sst2_dir, out))
+    assert resumed.returncode == 0, resumed.stderr
+    assert ("resumed" in resumed.stderr) == (fault != "step:3")     # step 3: killed before any checkpoint
+    _assert_same_run(uninterrupted, out)
+
+
+def test_a_run_killed_at_an_arbitrary_moment_resumes_exactly(tmp_path, tiny, tiny_teacher, sst2_dir, uninterrupted):
+    import time
+    out = tmp_path / "run"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("GMP_FAULT", None)
+    proc = subprocess.Popen([sys.executable, str(HERE / "prune.py"), *_run_args(tiny, tiny_teacher, sst2_dir, out)],
+                            cwd=HERE, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(out.glob("checkpoint-00000004*")) and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL and not (out / "results.json").exists()
+    assert _cli(_run_args(tiny, tiny_teacher, sst2_dir, out)).returncode == 0
+    _assert_same_run(uninterrupted, out)
+
+
+def test_an_interrupted_run_refuses_to_resume_with_other_settings(tmp_path, tiny, tiny_teacher, sst2_dir):
+    out = tmp_path / "run"
+    assert _cli(_run_args(tiny, tiny_teacher, sst2_dir, out), fault="step:23").returncode == -signal.SIGKILL
+    r = _cli(_run_args(tiny, tiny_teacher, sst2_dir, out, sparsity=0.7))
+    assert r.returncode == 2 and "already holds a run with other settings" in r.stderr
+    assert list(out.glob("checkpoint-*.pt"))                          # its checkpoints are untouched
+
+
+def test_a_non_finite_loss_stops_the_run_at_its_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch,
+                                                                                        tiny, sst2_dir):
+    real, calls = kd.distillation_loss, {"n": 0}
+
+    def poisoned(*args, **kw):
+        calls["n"] += 1
+        loss = real(*args, **kw)
+        return loss * float("nan") if calls["n"] == 23 else loss   # the loss of step 22
+
+    monkeypatch.setattr(prune.kd, "distillation_loss", poisoned)
+    cfg = run_cfg(tmp_path, data_dir=sst2_dir, model=str(tiny), sparsity=0.8, epochs=6, hardness=0.0, log_every=5,
+                  checkpoint_minutes=0.0)
+    with pytest.raises(prune.TrainingError, match="non-finite loss at step 22"):
+        prune.train(cfg, log=quiet)
+    out = Path(cfg["out"])
+    assert prune.latest_checkpoint(out).name == "checkpoint-000000020.pt"   # written before the NaN
+    assert not (out / "results.json").exists() and not (out / "model").exists()
+
+
+def test_no_model_is_written_when_the_measured_sparsity_misses_the_target(tmp_path, monkeypatch, tiny, sst2_dir):
+    real = prune.magnitude_masks
+    monkeypatch.setattr(prune, "magnitude_masks", lambda w, s, **kw: real(w, s * 0.9, **kw))  # a buggy pruner
+    cfg = run_cfg(tmp_path, data_dir=sst2_dir, model=str(tiny), sparsity=0.8, epochs=6, hardness=0.0)
+    with pytest.raises(prune.TrainingError, match="is not the target 0.8"):
+        prune.train(cfg, log=quiet)
+    assert not (Path(cfg["out"]) / "model").exists() and not (Path(cfg["out"]) / "results.json").exists()
+
+
+@pytest.mark.parametrize("epochs", [4, 5, 7])
+def test_epochs_too_short_for_dense_pruning_and_fixed_phases_are_refused(tmp_path, epochs):
+    with pytest.raises(prune.UsageError, match="cannot hold the dense, pruning and fixed phases"):
+        prune.resolve_config(dict(task="sst2", sparsity=0.9, hardness=0.0, epochs=epochs, out=str(tmp_path)))
+
+
+def test_an_explicit_first_step_above_the_target_is_refused_but_the_default_is_capped(tmp_path, tiny, sst2_dir):
+    with pytest.raises(prune.UsageError, match="initial_sparsity 0.8 is above the target sparsity 0.6"):
+        prune.resolve_config(dict(task="sst2", sparsity=0.6, initial_sparsity=0.8, hardness=0.0, out=str(tmp_path)))
+    cfg = run_cfg(tmp_path, data_dir=sst2_dir, model=str(tiny), sparsity=0.6, epochs=6, hardness=0.0, log_every=1)
+    prune.train(cfg, log=quiet)
+    first_pruned = [e for e in _log(Path(cfg["out"])) if e["sparsity"] > 0][0]
+    assert first_pruned["sparsity"] == pytest.approx(0.6, abs=1e-4)
+
+
+def test_unknown_teacher_is_refused(tmp_path, tiny, sst2_dir):
+    _fails_before_training(tmp_path, "cannot load teacher", data_dir=sst2_dir, model=str(tiny),
+                           teacher=str(tmp_path / "no-teacher"), sparsity=0.5, epochs=6)
 
 
 # ----------------------------------------------------------------------------------------------------------
