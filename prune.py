@@ -578,7 +578,7 @@ def task_metrics(task: str, outputs, enc: dict, ds) -> dict:
         preds = squad_predictions(outputs[0], outputs[1], enc["example"], enc["offsets"], list(ds["context"]))
         return squad_scores(preds, [a["text"] for a in ds["answers"]])
     labels = enc["labels"]
-    if spec["labels"] is None:
+    if is_regression(task):
         pred = outputs[:, 0]
         return {"pearson": pearson(pred, labels), "spearman": spearman(pred, labels)}
     pred = outputs.argmax(-1)
@@ -701,19 +701,14 @@ def predict(model, enc: dict, task: str, device: torch.device, batch_size: int =
     model.eval()
     n = len(enc["lengths"])
     full = enc["input_ids"].shape[-1]
-    if kind == "qa":
-        out = torch.zeros(2, n, full)
-    else:
-        out = None
+    out = torch.zeros(2, n, full) if kind == "qa" else None
     for idx in make_batches(enc["lengths"], batch_size, train=False):
-        batch = to_device(collate(enc, idx), device)
+        batch = to_device(collate(enc, idx, full if kind == "qa" else 8), device)  # QA: logits at every position
         with autocast(device):
             logits = forward(model, batch, kind)
         if kind == "qa":
-            length = logits[0].shape[1]
-            out[0, idx, :length] = logits[0].float().cpu()
-            out[1, idx, :length] = logits[1].float().cpu()
-            out[:, idx, length:] = -1e4  # never chosen: positions past the batch's padding
+            out[0, idx] = logits[0].float().cpu()
+            out[1, idx] = logits[1].float().cpu()
         else:
             if out is None:
                 out = torch.zeros(n, logits.shape[-1])
@@ -1559,8 +1554,12 @@ def main(argv=None) -> int:
 
 def find_results(root: Path) -> list:
     """Every finished run under root (its results.json), sorted by folder."""
-    return [dict(read_json(p), run=str(p.parent.relative_to(root)) or ".")
-            for p in sorted(Path(root).rglob("results.json")) if read_json(p)]
+    out = []
+    for p in sorted(Path(root).rglob("results.json")):
+        r = read_json(p)
+        if r:
+            out.append(dict(r, run=str(p.parent.relative_to(root))))
+    return out
 
 
 def runs_table(results: list) -> str:
@@ -1577,14 +1576,145 @@ def runs_table(results: list) -> str:
     return "\n".join(rows)
 
 
+# The paper's numbers (SPEC sections 3-5), in percent: SQuAD F1, MNLI-m and QQP accuracy, CSQA accuracy.
+PAPER = {
+    "dense": {"squad": 88.5, "mnli": 84.5, "qqp": 91.1, "commonsense_qa": 78.38, "winogrande": 79.01},
+    "gmp_star": {(0.9, 10): {"squad": 86.7, "mnli": 81.9, "qqp": 90.6},
+                 (0.97, 10): {"squad": 81.3, "mnli": 79.1, "qqp": 89.7},
+                 (0.9, 30): {"squad": 87.9, "mnli": 82.7, "qqp": 90.8},
+                 (0.97, 30): {"squad": 85.4, "mnli": 80.9, "qqp": 90.6}},
+    # ablations at 90% / 97%: (task, setting) -> {value: (at 90%, at 97%)}
+    ("squad", "initial_sparsity"): {0.0: (85.2, 77.2), 0.3: (85.5, 77.8), 0.5: (85.8, 78.5), 0.7: (85.8, 79.1)},
+    ("mnli", "lr"): {3e-5: (80.8, 76.3), 5e-5: (81.4, 77.8), 8e-5: (81.9, 78.6), 1e-4: (81.6, 79.3)},
+    ("squad", "hardness"): {0.6: (84.6, 78.4), 0.8: (85.9, 80.1), 0.9: (86.2, 80.7), 1.0: (86.7, 81.0)},
+    ("squad", "temperature"): {1.0: (84.7, 77.3), 2.0: (85.8, 79.0), 5.5: (86.7, 81.0), 8.5: (86.4, 80.9)},
+    "csqa_nokd": {0.6: 64.54, 0.7: 59.79, 0.8: 53.89, 0.9: 38.90},
+    "csqa_kd": {0.6: 69.94, 0.7: 67.24, 0.8: 60.69, 0.9: 46.44},
+    "csqa_smc": {1: 76.00, 2: 72.40, 3: 63.96, 4: 19.57},   # SMC's own GMP at sparsity 1 - 0.8^k, by k
+}
+GMP_DEFAULTS = dict(hardness=1.0, temperature=5.5, lr=1e-4, initial_sparsity=0.7)
+
+
+def pick(results: list, task: str, recipe: str = "gmp_star", **want) -> list:
+    """Main-metric values (percent) of the full-data runs of a task and recipe whose config matches want."""
+    vals = []
+    for r in results:
+        c = r.get("config", {})
+        if r["task"] != task or c.get("recipe") != recipe or c.get("max_train_samples"):
+            continue
+        if all(k in c and math.isclose(float(c[k]), float(v), rel_tol=1e-6, abs_tol=1e-9) for k, v in want.items()):
+            vals.append(100 * r["metrics"][r["metric"]])
+    return vals
+
+
+def cell(vals: list) -> str:
+    """mean +- std (n) over seeds, blank when there is no run."""
+    if not vals:
+        return ""
+    if len(vals) == 1:
+        return f"{vals[0]:.1f}"
+    return f"{np.mean(vals):.1f} ± {np.std(vals, ddof=1):.1f} ({len(vals)})"
+
+
+def paper_cell(value) -> str:
+    return "" if value is None else f"{value:.1f}"
+
+
+def results_markdown(results: list) -> str:
+    """results.md: each table of SPEC sections 3-5 with our numbers beside the paper's, then every run."""
+    md = ["# Results", "", "Our numbers: mean ± std (number of seeds) of the main metric, in percent, over the runs "
+          "under the runs folder (`python prune.py collect RUNS --md results.md`). Paper: Kurtic et al. 2024. "
+          "Blank: not run yet.", ""]
+    big = ("squad", "mnli", "qqp")
+    md += ["## BERT-base: SQuAD F1 / MNLI-m accuracy / QQP accuracy", "",
+           "| method | sparsity | epochs | " + " | ".join(f"{t} ours | {t} paper" for t in big) + " |",
+           "|---|---|---|" + "---|---|" * len(big)]
+    md.append("| dense teacher | 0% | - | " + " | ".join(
+        f"{cell(pick(results, t, 'dense'))} | {paper_cell(PAPER['dense'][t])}" for t in big) + " |")
+    for s in (0.8, 0.9, 0.97):
+        for e in (10, 30):
+            paper = PAPER["gmp_star"].get((s, e), {})
+            md.append(f"| GMP* | {s:.0%} | {e} | " + " | ".join(
+                f"{cell(pick(results, t, sparsity=s, epochs=e, **GMP_DEFAULTS))} | {paper_cell(paper.get(t))}"
+                for t in big) + " |")
+    md += ["", "## GLUE at 90%, 10 epochs (the paper reports only MNLI and QQP)", "",
+           "| task | metric | teacher | GMP* 90% | all metrics of the first seed |", "|---|---|---|---|---|"]
+    for task in ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"):
+        runs = [r for r in results if r["task"] == task and r["config"].get("recipe") == "gmp_star"
+                and math.isclose(r["sparsity_target"], 0.9) and r["config"].get("epochs") == 10
+                and not r["config"].get("max_train_samples")]
+        extra = ", ".join(f"{k} {100 * v:.1f}" for k, v in runs[0]["metrics"].items()) if runs else ""
+        md.append(f"| {task} | {TASKS[task]['metric']} | {cell(pick(results, task, 'dense'))} | "
+                  f"{cell(pick(results, task, sparsity=0.9, epochs=10, **GMP_DEFAULTS))} | {extra} |")
+    for (task, key), table in ((k, v) for k, v in PAPER.items() if isinstance(k, tuple)):
+        md += ["", f"## Ablation: {key} ({task}, 10 epochs)", "",
+               f"| {key} | 90% ours | 90% paper | 97% ours | 97% paper |", "|---|---|---|---|---|"]
+        for value, (p90, p97) in table.items():
+            want = dict(GMP_DEFAULTS, **{key: value})
+            md.append(f"| {value:g} | {cell(pick(results, task, sparsity=0.9, epochs=10, **want))} | {p90} | "
+                      f"{cell(pick(results, task, sparsity=0.97, epochs=10, **want))} | {p97} |")
+    md += ["", "## Sparsity May Cry: RoBERTa-large, dev accuracy", "",
+           f"Dense teacher: CSQA ours {cell(pick(results, 'commonsense_qa', 'dense'))}, paper "
+           f"{PAPER['dense']['commonsense_qa']}; WinoGrande ours {cell(pick(results, 'winogrande', 'dense'))}, paper "
+           f"{PAPER['dense']['winogrande']}.", "",
+           "| task | encoder sparsity | GMP*, no KD ours | paper | GMP* + KD ours | paper |", "|---|---|---|---|---|---|"]
+    for task in ("commonsense_qa", "winogrande"):
+        for s in (0.6, 0.7, 0.8, 0.9):
+            p = task == "commonsense_qa"
+            md.append(f"| {task} | {s:.0%} | {cell(pick(results, task, hardness=0.0, sparsity=s))} | "
+                      f"{paper_cell(PAPER['csqa_nokd'][s] if p else None)} | "
+                      f"{cell(pick(results, task, hardness=1.0, sparsity=s))} | "
+                      f"{paper_cell(PAPER['csqa_kd'][s] if p else None)} |")
+    md += ["", "SMC's own GMP (`smc` recipe: encoder, embeddings and head under one global magnitude threshold, "
+           "one short schedule, no KD) on SMC's grid 1 - 0.8^k:", "",
+           "| task | sparsity (all 2-D weights) | ours | SMC paper |", "|---|---|---|---|"]
+    for task in ("commonsense_qa", "winogrande"):
+        for k in range(1, 11):
+            s = round(1 - 0.8 ** k, 4)
+            paper = PAPER["csqa_smc"].get(k) if task == "commonsense_qa" else None
+            md.append(f"| {task} | {s:.1%} | {cell(pick(results, task, 'smc', sparsity=s))} | {paper_cell(paper)} |")
+    md += ["", "## Every run", "", runs_table(results), ""]
+    return "\n".join(md)
+
+
+def plot_smc(results: list, path: Path) -> bool:
+    """CSQA accuracy against sparsity, ours and the paper's; only where matplotlib happens to be installed."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, key, want in (("GMP* + KD", "csqa_kd", dict(hardness=1.0)), ("GMP*, no KD", "csqa_nokd", dict(hardness=0.0))):
+        xs = [s for s in (0.6, 0.7, 0.8, 0.9) if pick(results, "commonsense_qa", sparsity=s, **want)]
+        line = ax.plot(xs, [np.mean(pick(results, "commonsense_qa", sparsity=s, **want)) for s in xs], "o-", label=f"{label} (ours)")
+        ax.plot(list(PAPER[key]), list(PAPER[key].values()), "x--", color=line[0].get_color(), label=f"{label} (paper)")
+    grid = [round(1 - 0.8 ** k, 4) for k in range(1, 11)]
+    xs = [s for s in grid if pick(results, "commonsense_qa", "smc", sparsity=s)]
+    ax.plot(xs, [np.mean(pick(results, "commonsense_qa", "smc", sparsity=s)) for s in xs], "s-", label="SMC's GMP (ours)")
+    ax.plot([1 - 0.8 ** k for k in PAPER["csqa_smc"]], list(PAPER["csqa_smc"].values()), "+--",
+            label="SMC's GMP (SMC paper)")
+    ax.set(xlabel="sparsity", ylabel="CSQA dev accuracy (%)", title="CommonsenseQA, RoBERTa-large")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return True
+
+
 def collect_main(argv: list) -> int:
     p = argparse.ArgumentParser(prog="prune.py collect", description="tabulate every results.json under a folder")
     p.add_argument("root")
+    p.add_argument("--md", default="", help="also write the paper comparison (results.md) here")
     args = p.parse_args(argv)
     results = find_results(Path(args.root))
     if not results:
         raise UsageError(f"no results.json under {args.root}")
     print(runs_table(results))
+    if args.md:
+        Path(args.md).write_text(results_markdown(results))
+        plotted = plot_smc(results, Path(args.md).with_name("results_smc.png"))
+        print(f"wrote {args.md}" + (" and results_smc.png" if plotted else ""), file=sys.stderr)
     return 0
 
 

@@ -433,6 +433,261 @@ def test_length_grouped_batches_cover_each_row_at_most_once_and_depend_only_on_s
 
 
 # ----------------------------------------------------------------------------------------------------------
+# SQuAD v1.1: features, post-processing, the official metric
+
+QA_ROWS = [  # hand-written paragraphs in the rajpurkar/squad schema
+    ("The film was shot in the winter of 1998 in a small town near the coast. The director later said the cold "
+     "made the actors work faster, and the plot was written again during the shoot.",
+     [("When was the film shot?", "the winter of 1998"), ("What was written again during the shoot?", "the plot")]),
+    ("A critic called the story clever but the acting weak. The music, written by a local band, was the part "
+     "most people remembered. The studio released a longer cut two years later.",
+     [("Who wrote the music?", "a local band"), ("What did the studio release later?", "a longer cut")]),
+    ("The second film moved the story to a large city. It had a bigger budget, more actors and a new director, "
+     "but many viewers found it dull and long.",
+     [("Where did the second film move the story?", "a large city"), ("How did many viewers find it?", "dull and long")]),
+]
+
+
+def squad_rows() -> list:
+    rows = []
+    for p, (context, qas) in enumerate(QA_ROWS):
+        for q, (question, answer) in enumerate(qas):
+            rows.append({"id": f"{p}-{q}", "title": f"t{p}", "context": context, "question": question,
+                         "answers": {"text": [answer], "answer_start": [context.index(answer)]}})
+    return rows
+
+
+@pytest.fixture(scope="session")
+def squad_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("data") / "squad"
+    write_jsonl(d / "train.jsonl", squad_rows() * 4)
+    write_jsonl(d / "validation.jsonl", squad_rows())
+    return d
+
+
+def test_official_answer_normalisation():
+    assert prune.normalize_answer("The  Quick, brown fox!") == "quick brown fox"
+    assert prune.normalize_answer("An apple a day; the end.") == "apple day end"
+    assert prune.normalize_answer("theatre") == "theatre"      # articles only as whole words
+
+
+def test_exact_match_and_f1_on_hand_made_answers():
+    preds = ["The cat.", "the cat sat", "dog", "Paris"]
+    golds = [["cat"], ["cat sat on mat", "a cat sat"], ["cat"], ["paris", "Paris, France"]]
+    got = prune.squad_scores(preds, golds)
+    # 1) exact after normalisation; 2) max(F1 2/3 vs gold 1, exact vs gold 2); 3) nothing; 4) exact
+    assert got["exact_match"] == pytest.approx(3 / 4)
+    assert got["f1"] == pytest.approx((1 + 1 + 0 + 1) / 4)
+    assert prune.squad_f1("the cat sat", "cat sat on mat") == pytest.approx(2 * 1 * 0.5 / 1.5)
+
+
+def _qa_tokenizer():
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(_minilm_path())
+
+
+def test_squad_features_label_the_answer_in_the_window_that_holds_it_and_cls_elsewhere():
+    import datasets
+    tok = _qa_tokenizer()
+    ds = datasets.Dataset.from_list(squad_rows()[:1])   # "the winter of 1998", early in a long context
+    enc = prune.encode_squad(ds, tok, max_length=32, doc_stride=8)
+    assert len(enc["example"]) > 2 and set(enc["example"].tolist()) == {0}   # several windows of one example
+    answer = ds[0]["answers"]["text"][0]
+    context = ds[0]["context"]
+    found = 0
+    for f in range(len(enc["example"])):
+        s, e = enc["labels"][f]
+        if s == 0 and e == 0:
+            continue
+        found += 1
+        assert context[enc["offsets"][f, s, 0]:enc["offsets"][f, e, 1]] == answer
+    assert found >= 1 and (enc["labels"] == 0).all(axis=1).any()            # and windows without it
+
+
+def test_postprocessing_finds_the_answer_in_a_later_window():
+    import datasets
+    tok = _qa_tokenizer()
+    rows = squad_rows()
+    ds = datasets.Dataset.from_list([rows[0], rows[1]])
+    enc = prune.encode_squad(ds, tok, max_length=32, doc_stride=8)
+    n, length = enc["input_ids"].shape
+    start, end = np.zeros((n, length)), np.zeros((n, length))
+    # "the plot", late in the context, lies in the last two windows of example 1: the model is surest in the last
+    target = rows[1]["context"].index("the plot")
+    windows = [f for f in range(n) if enc["example"][f] == 1]
+    for f, score in ((windows[-2], 4.0), (windows[-1], 10.0)):
+        ctx_tokens = [i for i in range(length) if enc["offsets"][f, i, 0] >= 0]
+        s_tok = [i for i in ctx_tokens if enc["offsets"][f, i, 0] == target][0]
+        start[f, s_tok], end[f, s_tok + 1] = score, score
+    start[windows[0], 9], end[windows[0], 12] = 6.0, 6.0         # a decoy span in the first window
+    start[windows[-1], 0] = end[windows[-1], 0] = 50.0            # [CLS] is never an answer
+    preds = prune.squad_predictions(start, end, enc["example"], enc["offsets"], [r["context"] for r in rows[:2]])
+    assert preds[1] == "the plot"
+    assert prune.squad_scores(preds[1:], [[rows[1]["answers"]["text"][0]]]) == {"exact_match": 1.0, "f1": 1.0}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# multiple choice: CommonsenseQA and WinoGrande
+
+CSQA_ROW = {"id": "x1", "question": "Where would you find a plot?", "question_concept": "plot",
+            "choices": {"label": ["A", "B", "C", "D", "E"], "text": ["film", "sky", "river", "spoon", "shoe"]},
+            "answerKey": "A"}
+WINO_ROW = {"sentence": "The trophy did not fit in the suitcase because _ was too big.", "option1": "the trophy",
+            "option2": "the suitcase", "answer": "1"}
+
+
+def test_commonsense_qa_is_formatted_as_smc_formats_it():
+    import datasets
+    firsts, seconds, labels = prune.multiple_choice_inputs("commonsense_qa", datasets.Dataset.from_list(
+        [CSQA_ROW, dict(CSQA_ROW, answerKey="D")]))
+    assert firsts[:5] == ["Q: Where would you find a plot?"] * 5
+    assert seconds[:5] == ["A: film", "A: sky", "A: river", "A: spoon", "A: shoe"]
+    assert labels.tolist() == [0, 3]
+
+
+def test_winogrande_puts_each_option_in_the_blank():
+    import datasets
+    firsts, seconds, labels = prune.multiple_choice_inputs("winogrande", datasets.Dataset.from_list(
+        [WINO_ROW, dict(WINO_ROW, answer="2")]))
+    assert firsts[:2] == ["The trophy did not fit in the suitcase because"] * 2
+    assert seconds[:2] == ["the trophy was too big.", "the suitcase was too big."]
+    assert labels.tolist() == [0, 1]
+
+
+def test_multiple_choice_encodes_one_row_per_choice(tiny):
+    import datasets
+    from transformers import AutoTokenizer
+    enc = prune.encode("winogrande", datasets.Dataset.from_list([WINO_ROW] * 3), AutoTokenizer.from_pretrained(tiny), 24)
+    assert enc["input_ids"].shape == (3, 2, 24) and enc["lengths"].shape == (3, 2)
+    batch = prune.collate(enc, np.arange(3))
+    assert batch["input_ids"].shape[:2] == (3, 2) and batch["attention_mask"].shape == batch["input_ids"].shape
+
+
+# ----------------------------------------------------------------------------------------------------------
+# GLUE metrics against independent computations
+
+def test_accuracy_and_f1_against_hand_counts():
+    pred, label = [1, 1, 0, 0, 1, 0], [1, 0, 0, 1, 1, 0]
+    assert prune.accuracy(pred, label) == pytest.approx(4 / 6)
+    assert prune.f1_binary(pred, label) == pytest.approx(2 * 2 / (2 * 2 + 1 + 1))   # TP 2, FP 1, FN 1
+
+
+def test_matthews_equals_the_pearson_correlation_of_the_binary_vectors():
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        pred, label = rng.integers(0, 2, 200), rng.integers(0, 2, 200)
+        assert prune.matthews(pred, label) == pytest.approx(np.corrcoef(pred, label)[0, 1])
+    assert prune.matthews([1, 1, 1, 1], [1, 0, 1, 0]) == 0.0          # undefined: sklearn's convention
+
+
+def test_pearson_against_numpy_and_spearman_against_a_hand_computation():
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=50), rng.normal(size=50)
+    assert prune.pearson(x, y) == pytest.approx(np.corrcoef(x, y)[0, 1])
+    # no ties: 1 - 6 sum d^2 / (n (n^2 - 1))
+    d = np.argsort(np.argsort(x)) - np.argsort(np.argsort(y))
+    assert prune.spearman(x, y) == pytest.approx(1 - 6 * np.sum(d ** 2) / (50 * (50 ** 2 - 1)))
+    # ties: ranks x = 1, 2.5, 2.5, 4 and y = 1, 3, 2, 4 give 4.5 / sqrt(4.5 * 5)
+    assert prune.average_ranks([1, 2, 2, 3]).tolist() == [1, 2.5, 2.5, 4]
+    assert prune.spearman([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(4.5 / math.sqrt(4.5 * 5))
+
+
+def test_task_metrics_report_what_glue_reports():
+    enc = {"labels": np.array([1, 0, 1, 1])}
+    logits = np.array([[0, 1], [1, 0], [1, 0], [0, 1]], dtype=float)
+    assert set(prune.task_metrics("cola", logits, enc, None)) == {"matthews", "accuracy"}
+    assert set(prune.task_metrics("mrpc", logits, enc, None)) == {"f1", "accuracy"}
+    assert set(prune.task_metrics("qqp", logits, enc, None)) == {"f1", "accuracy"}
+    assert set(prune.task_metrics("rte", logits, enc, None)) == {"accuracy"}
+    reg = prune.task_metrics("stsb", np.array([[0.1], [2.0], [3.0], [4.5]]), {"labels": np.array([0.0, 2.5, 2.0, 5.0])}, None)
+    assert set(reg) == {"pearson", "spearman"} and reg["spearman"] == pytest.approx(0.8)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# every schema: local JSON Lines and the hub take the same path after loading
+
+def _schema_rows(task: str, n: int) -> list:
+    spec = prune.TASKS[task]
+    if spec["kind"] == "qa":
+        return (squad_rows() * n)[:n]
+    if task == "commonsense_qa":
+        return [dict(CSQA_ROW, id=str(i), answerKey="ABCDE"[i % 5]) for i in range(n)]
+    if task == "winogrande":
+        return [dict(WINO_ROW, answer=str(1 + i % 2)) for i in range(n)]
+    a, b = spec["text"]
+    rows = []
+    for r in sentiment_rows(n, 5):
+        row = {a: r["sentence"], "label": (r["label"] * 2.5 if spec["labels"] is None else r["label"] % len(spec["labels"])),
+               "idx": r["idx"]}
+        if b:
+            row[b] = "a very good story ."
+        rows.append(row)
+    return rows
+
+
+@pytest.mark.parametrize("task", [t for t in prune.TASKS if t != "rotten_tomatoes"])
+def test_local_json_lines_load_through_the_same_path_as_the_hub(tmp_path, monkeypatch, task):
+    import datasets
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(_minilm_path())
+    d = tmp_path / task
+    rows = {split: _schema_rows(task, 12) for split in prune.split_names(task)}
+    for split, r in rows.items():
+        write_jsonl(d / f"{split}.jsonl", r)
+    local = prune.load_splits(task, str(d))
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: datasets.DatasetDict(
+        {s: datasets.Dataset.from_list(r) for s, r in rows.items()}))   # what the hub would return
+    hub = prune.load_splits(task, "")
+    assert list(local) == list(hub) == list(prune.split_names(task))
+    for split in local:
+        a = prune.encode(task, local[split], tok, 48, 16)
+        b = prune.encode(task, hub[split], tok, 48, 16)
+        assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_smc_recipe_masks_embeddings_and_head_and_the_default_does_not(tmp_path, tiny, sst2_dir):
+    assert prune.resolve_config(dict(task="sst2", out="x", sparsity=0.5, hardness=0.0, epochs=6))["scope"] == "encoder"
+    cfg = run_cfg(tmp_path, data_dir=sst2_dir, model=str(tiny), recipe="smc", sparsity=0.5, max_steps=40)
+    assert cfg["scope"] == "all" and cfg["hardness"] == 0.0 and cfg["adam_beta2"] == 0.98
+    res = prune.train(cfg, log=quiet)
+    assert res["masked_sparsity"] == pytest.approx(0.5, abs=1e-4)
+    assert res["embeddings_sparsity"] > 0.01 and res["head_sparsity"] > 0.01 and res["steps"] == 40
+
+
+def test_dry_run_lists_every_stage_and_marks_finished_runs(tmp_path):
+    finished = tmp_path / "teacher-sst2"
+    finished.mkdir()
+    (finished / "results.json").write_text("{}")
+    r = subprocess.run(["bash", str(HERE / "run.sh"), "--dry-run"], capture_output=True, text=True, cwd=HERE,
+                       env={**os.environ, "RUNS": str(tmp_path)})
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    stages = [line.split(": ")[1] for line in lines if line.startswith("# stage")]
+    assert stages == ["teachers", "glue", "squad", "smc", "ablations"]
+    runs = [line for line in lines if "prune.py --task" in line]
+    assert len(runs) == 12 + 57 + 18 + 36 + 24
+    assert any(line.startswith("[done]") and "teacher-sst2" in line for line in lines)
+    assert sum("--recipe smc" in line for line in runs) == 20 and lines[-1].endswith("collect " + str(tmp_path) + " --md results.md")
+    bad = subprocess.run(["bash", str(HERE / "run.sh"), "--dry-run", "nope"], capture_output=True, text=True, cwd=HERE)
+    assert bad.returncode == 2 and "unknown stage" in bad.stderr
+
+
+def test_results_md_puts_mean_and_spread_over_seeds_beside_the_paper(tmp_path):
+    """Synthetic results.json files (made up here, only to test the collector's arithmetic and layout)."""
+    for seed, f1 in enumerate((0.85, 0.87)):
+        cfg = dict(prune.RECIPES["gmp_star"], task="squad", sparsity=0.9, epochs=10, seed=seed, max_train_samples=0,
+                   recipe="gmp_star")
+        write_jsonl(tmp_path / f"squad-{seed}" / "x", [])
+        (tmp_path / f"squad-{seed}" / "results.json").write_text(json.dumps(dict(
+            task="squad", recipe="gmp_star", sparsity_target=0.9, metric="f1", metrics={"f1": f1, "exact_match": 0.7},
+            encoder_sparsity=0.9, embeddings_sparsity=0.0, head_sparsity=0.0, epochs=10, train_samples_per_s=1.0,
+            wall_time_s=60.0, config=cfg)))
+    md = prune.results_markdown(prune.find_results(tmp_path))
+    row = [line for line in md.splitlines() if line.startswith("| GMP* | 90% | 10 |")][0]
+    assert "86.0 ± 1.4 (2) | 86.7" in row
+
+
+# ----------------------------------------------------------------------------------------------------------
 # bad input: one clear error before any training step, nothing overwritten
 
 def _fails_before_training(tmp_path, match, **kw):
@@ -727,3 +982,79 @@ def test_a_full_run_on_the_fast_path_reaches_its_target(tmp_path, sst2_dir, tiny
                   lr=1e-3, device="cuda")
     res = prune.train(cfg, log=quiet)
     assert res["masked_sparsity"] == pytest.approx(0.8, abs=1e-4) and res["metrics"]["accuracy"] > 0.75
+
+
+def test_real_minilm_question_answering_run_with_a_distilled_teacher(tmp_path, squad_dir):
+    path = _minilm_path()
+    common = dict(task="squad", data_dir=str(squad_dir), device="cpu", batch_size=8, max_length=96, doc_stride=32)
+    teacher = prune.resolve_config(dict(common, model=path, recipe="dense", epochs=1, lr=5e-5, out=str(tmp_path / "t")))
+    prune.train(teacher, log=quiet)
+    cfg = prune.resolve_config(dict(common, model=path, teacher=str(tmp_path / "t" / "model"), sparsity=0.5, epochs=3,
+                                    base_epochs=1, out=str(tmp_path / "s")))
+    res = prune.train(cfg, log=quiet)
+    assert set(res["metrics"]) == {"exact_match", "f1"} and 0.0 <= res["metrics"]["f1"] <= 1.0
+    assert res["encoder_sparsity"] == pytest.approx(0.5, abs=1e-4)
+    cache = torch.load(tmp_path / "s" / "teacher_logits.pt")
+    assert cache.shape[1:] == (2, 96)                     # start and end logits per feature and position
+
+
+def test_real_minilm_multiple_choice_run_on_commonsense_qa_rows(tmp_path):
+    source = HERE.parent / "shared" / "data" / "commonsense_qa" / "validation.jsonl"
+    if not source.exists():
+        pytest.skip("the shared CommonsenseQA file exists only in this workplace")
+    rows = source.read_text().splitlines()
+    d = tmp_path / "csqa"   # the shared file is the dev split; a small train/validation cut of it for a real run
+    d.mkdir()
+    (d / "train.jsonl").write_text("\n".join(rows[:48]) + "\n")
+    (d / "validation.jsonl").write_text("\n".join(rows[48:80]) + "\n")
+    cfg = prune.resolve_config(dict(task="commonsense_qa", data_dir=str(d), model=_minilm_path(), out=str(tmp_path / "r"),
+                                    device="cpu", sparsity=0.5, hardness=0.0, epochs=3, base_epochs=1, batch_size=8,
+                                    max_length=48))
+    res = prune.train(cfg, log=quiet)
+    assert set(res["metrics"]) == {"accuracy"} and res["steps"] == 18
+    assert res["encoder_sparsity"] == pytest.approx(0.5, abs=1e-4) and res["head_sparsity"] == 0.0
+
+
+GLUE_ROWS = {"cola": (8551, 1043), "sst2": (67349, 872), "mrpc": (3668, 408), "stsb": (5749, 1500), "rte": (2490, 277),
+             "wnli": (635, 71)}
+
+
+@pytest.mark.skipif(not SHARED_GLUE.exists(), reason="the shared GLUE files exist only in this workplace")
+@pytest.mark.parametrize("task", list(GLUE_ROWS))
+def test_shared_glue_files_load_in_the_hub_schema(task):
+    splits = prune.load_splits(task, str(SHARED_GLUE / task))
+    assert (len(splits["train"]), len(splits["validation"])) == GLUE_ROWS[task]
+
+
+def test_run_sh_spreads_runs_one_per_gpu_and_skips_finished_ones(tmp_path):
+    """The suite's scheduler with stand-ins: an nvidia-smi that lists 2 GPUs and a python that records the
+    GPU each run got, how many ran at once, and writes results.json."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "nvidia-smi").write_text("#!/bin/sh\nprintf '0\\n1\\n'\n")
+    fake = bin_dir / "fakepython"
+    fake.write_text(f"""#!/usr/bin/env bash
+[ "$1" = -c ] && exit 0                      # the preflight checks: a GPU and the hub are there
+out=${{@: -1}}; mkdir -p "$out"
+echo "$CUDA_VISIBLE_DEVICES" >> {tmp_path}/gpus
+n=$(ls {tmp_path}/running 2>/dev/null | wc -l); echo $n >> {tmp_path}/concurrency
+touch {tmp_path}/running/$$; sleep 0.3; rm {tmp_path}/running/$$
+echo '{{}}' > "$out/results.json"
+""")
+    for f in (bin_dir / "nvidia-smi", fake):
+        f.chmod(0o755)
+    (tmp_path / "running").mkdir()
+    runs = tmp_path / "runs"
+    (runs / "squad-s80-e10-seed0").mkdir(parents=True)
+    (runs / "squad-s80-e10-seed0" / "results.json").write_text("{}")     # finished before: skipped
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update(PATH=f"{bin_dir}:{env['PATH']}", PYTHON=str(fake), RUNS=str(runs), SEEDS="0")
+    r = subprocess.run(["bash", str(HERE / "run.sh"), "squad"], capture_output=True, text=True, cwd=HERE, env=env,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    gpus = (tmp_path / "gpus").read_text().split()
+    assert len(gpus) == 5 and set(gpus) == {"0", "1"}                    # 6 runs planned, 1 already finished
+    assert max(int(x) for x in (tmp_path / "concurrency").read_text().split()) <= 1   # at most 2 at once
+    assert len(list(runs.glob("*/results.json"))) == 6
+    again = subprocess.run(["bash", str(HERE / "run.sh"), "squad"], capture_output=True, text=True, cwd=HERE, env=env)
+    assert again.returncode == 0 and len((tmp_path / "gpus").read_text().split()) == 5   # nothing left to run
