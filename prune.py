@@ -12,13 +12,11 @@ import argparse
 import bz2
 import collections
 import contextlib
-import copy
 import csv
 import datetime
 import gzip
 import hashlib
 import importlib.util
-import io
 import json
 import math
 import os
@@ -56,7 +54,7 @@ RECIPES = {
         lr_schedule="cyclic",       # linear 1e-4 -> 1e-6 within each cycle, rewound every cycle
         lr=1e-4, lr_min=1e-6, warmup=0.0,
         weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.999, adam_eps=1e-8,
-        max_grad_norm=1.0,          # not stated in the paper; the Trainer default its group's scripts ran with
+        max_grad_norm=1.0,          # not stated in the paper: the Hugging Face Trainer's default
         hardness=kd.HARDNESS, temperature=kd.TEMPERATURE,   # guideline 3: h = 1.0, T = 5.5
         batch_size=32, max_length=128,                      # GLUE (MNLI, QQP) in the paper
     ),
@@ -967,7 +965,6 @@ def train(cfg: dict, log=print) -> dict:
     t_start = time.time()
     out = Path(cfg["out"])
     resume_from = prepare_out_dir(out, cfg)
-    write_json(out / "config.json", cfg)  # first: from here on the folder is this run's, resumable
     task, kind = cfg["task"], TASKS[cfg["task"]]["kind"]
     regression = is_regression(task)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg["device"] == "auto" else cfg["device"])
@@ -994,6 +991,7 @@ def train(cfg: dict, log=print) -> dict:
     weights = prunable(model, cfg["scope"])
     masks = {n: torch.ones_like(w) for n, w in weights.items()}
     optimizer = make_optimizer(model, cfg, device)
+    write_json(out / "config.json", cfg)  # every input checked: from here on the folder is this run's
     teacher_cache, teacher_time = None, 0.0
     if teacher_path:
         cache_file = out / "teacher_logits.pt"
@@ -1046,11 +1044,10 @@ def train(cfg: dict, log=print) -> dict:
             batches_epoch = epoch
         for micro in range(accum):
             idx = batches[(step % steps_per_epoch) * accum + micro]
-            loss = step_fn.micro(to_device(collate(train_enc, idx, pad_multiple(cfg, kind, device)), device), device)
-            loss_sum += loss
+            loss_sum += step_fn.micro(to_device(collate(train_enc, idx, pad_multiple(cfg, kind, device)), device), device)
             samples += len(idx)
         # recorded on the device, read at the next log line: no host synchronisation per step
-        first_bad = torch.where(torch.isfinite(loss) | (first_bad >= 0), first_bad, torch.full_like(first_bad, step))
+        first_bad = torch.where(torch.isfinite(loss_sum) | (first_bad >= 0), first_bad, torch.full_like(first_bad, step))
         step_fn.update()
         loss_count += 1
         done = step + 1
@@ -1357,6 +1354,11 @@ class GraphedStep:
 # ----------------------------------------------------------------------------------------------------------
 # Benchmarks (python prune.py bench ...): the numbers of the README's speed table. Not used by training.
 
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def train_flops(model: nn.Module, batch: int, length: int) -> float:
     """FLOPs of one training step (forward + backward = 3 x forward): 2 per weight of every linear layer
     per token, plus the attention products (QK^T and AV: 4 * L^2 * hidden per sequence and layer)."""
@@ -1372,7 +1374,7 @@ def bench_step(model_path: str, *, batch: int, length: int, steps: int, masked: 
                device: str = "cuda" if torch.cuda.is_available() else "cpu") -> dict:
     """Steady-state training steps on fixed-shape random batches: the student step of GMP* (KD from cached
     logits, masks enforced) or the same dense step, eager or from CUDA graphs. Returns samples/s and MFU."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification
     dev = torch.device(device)
     torch.manual_seed(0)
     if model_path.startswith("config:"):  # config:bert-base = BERT-base's shape, random weights
@@ -1386,7 +1388,7 @@ def bench_step(model_path: str, *, batch: int, length: int, steps: int, masked: 
     weights = prunable(model, "encoder") if masked else {}
     masks = magnitude_masks(weights, 0.9) if masked else {}
     masks = {n: m.to(mask_dtype or m.dtype) for n, m in masks.items()}
-    apply_masks(weights, masks) if masked else None
+    apply_masks(weights, masks)
     vocab = model.config.vocab_size
     n_rows = 64 * batch
     cache = torch.randn(n_rows, 2, device=dev) if teacher else None
@@ -1407,10 +1409,10 @@ def bench_step(model_path: str, *, batch: int, length: int, steps: int, masked: 
             step.update()
 
     run(5)  # warm-up (and capture)
-    torch.cuda.synchronize(dev) if dev.type == "cuda" else None
+    sync(dev)
     t0 = time.time()
     run(steps)
-    torch.cuda.synchronize(dev) if dev.type == "cuda" else None
+    sync(dev)
     dt = (time.time() - t0) / steps
     return {"samples_per_s": batch / dt, "step_ms": 1000 * dt,
             "tflops": train_flops(model, batch, length) / dt / 1e12}
@@ -1427,10 +1429,10 @@ def bench_pruning(device: str = "cuda" if torch.cuda.is_available() else "cpu", 
     def timed(fn):
         times = []
         for _ in range(repeats):
-            torch.cuda.synchronize(dev) if dev.type == "cuda" else None
+            sync(dev)
             t0 = time.time()
             out = fn()
-            torch.cuda.synchronize(dev) if dev.type == "cuda" else None
+            sync(dev)
             times.append(time.time() - t0)
         return 1000 * sorted(times)[len(times) // 2], out
 
@@ -1446,7 +1448,6 @@ def bench_trainer(model_path: str, data_dir: str, *, steps: int, batch: int, out
     tokenization as prune.py). Needs accelerate, which prune.py does not."""
     from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
                               Trainer, TrainingArguments)
-    import datasets
     tok = AutoTokenizer.from_pretrained(model_path)
     ds = load_splits("sst2", data_dir)["train"]
     ds = ds.map(lambda b: tok(b["sentence"], truncation=True, max_length=128), batched=True,
@@ -1458,7 +1459,6 @@ def bench_trainer(model_path: str, data_dir: str, *, steps: int, batch: int, out
                              disable_tqdm=True)
     trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=DataCollatorWithPadding(tok))
     metrics = trainer.train().metrics
-    del datasets
     return {"samples_per_s": steps * batch / metrics["train_runtime"], "train_runtime_s": metrics["train_runtime"]}
 
 
@@ -1491,7 +1491,6 @@ def bench_main(argv: list) -> int:
             if kw["graphs"] and not torch.cuda.is_available():
                 continue
             res[name] = bench_step(model, batch=args.batch_size, length=args.length, steps=args.steps, **kw)
-            torch.cuda.empty_cache() if torch.cuda.is_available() else None
     print(json.dumps({"bench": args.what, "model": args.model, "batch_size": args.batch_size,
                       "length": args.length, **env, **res}))
     return 0

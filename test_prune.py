@@ -695,7 +695,7 @@ def _fails_before_training(tmp_path, match, **kw):
         cfg = run_cfg(tmp_path, **kw)
         prune.train(cfg, log=quiet)
     out = tmp_path / kw.get("name", "run")
-    assert not (out / "log.jsonl").exists() and not list(out.glob("checkpoint-*"))
+    assert not out.exists() or not any(out.iterdir())   # nothing written: the folder stays free for a fixed rerun
 
 
 def test_unknown_task_is_refused(tmp_path, sst2_dir):
