@@ -167,7 +167,7 @@ def resolve_config(overrides: dict) -> dict:
     cfg["doc_stride"] = task.get("doc_stride", cfg["doc_stride"])
     unknown = set(overrides) - set(cfg)
     if unknown:
-        raise UsageError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        raise UsageError(f"setting(s) {', '.join(sorted(unknown))} not part of recipe '{cfg['recipe']}'")
     cfg.update({k: v for k, v in overrides.items() if v is not None})
     cfg["model"] = cfg["model"] or task.get("model", DEFAULT_MODEL)
     check_config(cfg)
@@ -970,12 +970,12 @@ def train(cfg: dict, log=print) -> dict:
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg["device"] == "auto" else cfg["device"])
     torch.manual_seed(cfg["seed"])
 
+    splits = load_splits(task, cfg["data_dir"], cfg["max_train_samples"], cfg["max_eval_samples"])
     model_path, model_config, tokenizer = load_config_and_tokenizer(cfg["model"], "model")
     teacher_path = teacher_config = None
     if cfg["teacher"] and cfg["hardness"] > 0:
         teacher_path, teacher_config, teacher_tok = load_config_and_tokenizer(cfg["teacher"], "teacher")
         check_teacher(task, teacher_config, teacher_tok, tokenizer, cfg["teacher"])
-    splits = load_splits(task, cfg["data_dir"], cfg["max_train_samples"], cfg["max_eval_samples"])
     max_length = min(int(cfg["max_length"]), int(getattr(model_config, "max_position_embeddings", 512)))
     enc = {s: encode(task, ds, tokenizer, max_length, cfg["doc_stride"]) for s, ds in splits.items()}
     train_enc = enc.pop("train")
@@ -1162,7 +1162,10 @@ def prepare_out_dir(out: Path, cfg: dict):
             print(f"moved the old {out} to {aside}", file=sys.stderr)
         else:  # the same run, interrupted: drop half-written files, resume from the newest checkpoint
             for tmp in out.glob("*.tmp"):
-                shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+                if tmp.is_dir():
+                    shutil.rmtree(tmp)
+                else:
+                    tmp.unlink()
             return latest_checkpoint(out)
     out.mkdir(parents=True, exist_ok=True)
     return None
@@ -1507,8 +1510,6 @@ def build_parser() -> argparse.ArgumentParser:
     for recipe in RECIPES.values():
         for k, v in recipe.items():
             fields.setdefault(k, v)
-    for k in ("prune_start", "prune_end", "prune_every"):
-        fields.setdefault(k, RECIPES["smc"][k])
     for k, v in fields.items():
         if isinstance(v, bool):
             p.add_argument(f"--{k}", action="store_true", default=None)
