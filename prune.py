@@ -1057,10 +1057,10 @@ def train(cfg: dict, log=print) -> dict:
             if int(first_bad) >= 0:
                 raise TrainingError(f"non-finite loss at step {int(first_bad)}; stopped before writing anything "
                                     f"from it; last good checkpoint: {latest_checkpoint(out) or 'none'}")
-            loss = float(loss_sum) / loss_count
+            loss, so_far = float(loss_sum) / loss_count, totals()
             entry = {"step": done, "epoch": round(done / steps_per_epoch, 3), "lr": lr_of(step, cfg, plan),
                      "sparsity": sparsity_of(m for m in masks.values()) if masks else 0.0, "loss": loss,
-                     "samples_per_s": totals()["samples"] / max(totals()["train_time_s"], 1e-9)}
+                     "samples_per_s": so_far["samples"] / max(so_far["train_time_s"], 1e-9)}
             if cycle_end:
                 t0 = time.time()
                 entry["eval"] = evaluate(model, task, evals, device, cfg["eval_batch_size"])
@@ -1384,8 +1384,7 @@ def bench_step(model_path: str, *, batch: int, length: int, steps: int, masked: 
         from transformers import BertConfig
         model = AutoModelForSequenceClassification.from_config(BertConfig(num_labels=2), attn_implementation="sdpa")
     else:
-        model = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=2, dtype=torch.float32,
-                                                                   attn_implementation="sdpa")
+        model = load_model(model_path, "sst2")
     model.to(dev).train()
     cfg = dict(RECIPES["gmp_star"], grad_accum=1, hardness=1.0 if teacher else 0.0)
     weights = prunable(model, "encoder") if masked else {}
@@ -1449,14 +1448,12 @@ def bench_pruning(device: str = "cuda" if torch.cuda.is_available() else "cpu", 
 def bench_trainer(model_path: str, data_dir: str, *, steps: int, batch: int, out: str) -> dict:
     """What users run today: Hugging Face Trainer, dense fine-tuning, bf16, dynamic padding (the same
     tokenization as prune.py). Needs accelerate, which prune.py does not."""
-    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
-                              Trainer, TrainingArguments)
+    from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments
     tok = AutoTokenizer.from_pretrained(model_path)
     ds = load_splits("sst2", data_dir)["train"]
     ds = ds.map(lambda b: tok(b["sentence"], truncation=True, max_length=128), batched=True,
                 remove_columns=["sentence", "idx"])
-    model = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=2, dtype=torch.float32,
-                                                               attn_implementation="sdpa")
+    model = load_model(model_path, "sst2")
     args = TrainingArguments(output_dir=out, per_device_train_batch_size=batch, bf16=True, max_steps=steps,
                              learning_rate=5e-5, report_to=[], save_strategy="no", logging_strategy="no",
                              disable_tqdm=True)
@@ -1593,18 +1590,24 @@ PAPER = {
     "csqa_smc": {1: 76.00, 2: 72.40, 3: 63.96, 4: 19.57},   # SMC's own GMP at sparsity 1 - 0.8^k, by k
 }
 GMP_DEFAULTS = dict(hardness=1.0, temperature=5.5, lr=1e-4, initial_sparsity=0.7)
+SMC_GRID = {k: round(1 - 0.8 ** k, 4) for k in range(1, 11)}   # SMC's sparsities (run.sh prints them alike)
 
 
-def pick(results: list, task: str, recipe: str = "gmp_star", **want) -> list:
-    """Main-metric values (percent) of the full-data runs of a task and recipe whose config matches want."""
-    vals = []
+def matching(results: list, task: str, recipe: str = "gmp_star", **want) -> list:
+    """The full-data runs of a task and recipe whose config matches want."""
+    out = []
     for r in results:
         c = r.get("config", {})
         if r["task"] != task or c.get("recipe") != recipe or c.get("max_train_samples"):
             continue
         if all(k in c and math.isclose(float(c[k]), float(v), rel_tol=1e-6, abs_tol=1e-9) for k, v in want.items()):
-            vals.append(100 * r["metrics"][r["metric"]])
-    return vals
+            out.append(r)
+    return out
+
+
+def pick(results: list, task: str, recipe: str = "gmp_star", **want) -> list:
+    """Main-metric values (percent) of the matching runs."""
+    return [100 * r["metrics"][r["metric"]] for r in matching(results, task, recipe, **want)]
 
 
 def cell(vals: list) -> str:
@@ -1640,12 +1643,10 @@ def results_markdown(results: list) -> str:
     md += ["", "## GLUE at 90%, 10 epochs (the paper reports only MNLI and QQP)", "",
            "| task | metric | teacher | GMP* 90% | all metrics of the first seed |", "|---|---|---|---|---|"]
     for task in ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"):
-        runs = [r for r in results if r["task"] == task and r["config"].get("recipe") == "gmp_star"
-                and math.isclose(r["sparsity_target"], 0.9) and r["config"].get("epochs") == 10
-                and not r["config"].get("max_train_samples")]
+        runs = matching(results, task, sparsity=0.9, epochs=10, **GMP_DEFAULTS)
         extra = ", ".join(f"{k} {100 * v:.1f}" for k, v in runs[0]["metrics"].items()) if runs else ""
         md.append(f"| {task} | {TASKS[task]['metric']} | {cell(pick(results, task, 'dense'))} | "
-                  f"{cell(pick(results, task, sparsity=0.9, epochs=10, **GMP_DEFAULTS))} | {extra} |")
+                  f"{cell([100 * r['metrics'][r['metric']] for r in runs])} | {extra} |")
     for (task, key), table in ((k, v) for k, v in PAPER.items() if isinstance(k, tuple)):
         md += ["", f"## Ablation: {key} ({task}, 10 epochs)", "",
                f"| {key} | 90% ours | 90% paper | 97% ours | 97% paper |", "|---|---|---|---|---|"]
@@ -1669,8 +1670,7 @@ def results_markdown(results: list) -> str:
            "one short schedule, no KD) on SMC's grid 1 - 0.8^k:", "",
            "| task | sparsity (all 2-D weights) | ours | SMC paper |", "|---|---|---|---|"]
     for task in ("commonsense_qa", "winogrande"):
-        for k in range(1, 11):
-            s = round(1 - 0.8 ** k, 4)
+        for k, s in SMC_GRID.items():
             paper = PAPER["csqa_smc"].get(k) if task == "commonsense_qa" else None
             md.append(f"| {task} | {s:.1%} | {cell(pick(results, task, 'smc', sparsity=s))} | {paper_cell(paper)} |")
     md += ["", "## Every run", "", runs_table(results), ""]
@@ -1690,10 +1690,9 @@ def plot_smc(results: list, path: Path) -> bool:
         xs = [s for s in (0.6, 0.7, 0.8, 0.9) if pick(results, "commonsense_qa", sparsity=s, **want)]
         line = ax.plot(xs, [np.mean(pick(results, "commonsense_qa", sparsity=s, **want)) for s in xs], "o-", label=f"{label} (ours)")
         ax.plot(list(PAPER[key]), list(PAPER[key].values()), "x--", color=line[0].get_color(), label=f"{label} (paper)")
-    grid = [round(1 - 0.8 ** k, 4) for k in range(1, 11)]
-    xs = [s for s in grid if pick(results, "commonsense_qa", "smc", sparsity=s)]
+    xs = [s for s in SMC_GRID.values() if pick(results, "commonsense_qa", "smc", sparsity=s)]
     ax.plot(xs, [np.mean(pick(results, "commonsense_qa", "smc", sparsity=s)) for s in xs], "s-", label="SMC's GMP (ours)")
-    ax.plot([1 - 0.8 ** k for k in PAPER["csqa_smc"]], list(PAPER["csqa_smc"].values()), "+--",
+    ax.plot([SMC_GRID[k] for k in PAPER["csqa_smc"]], list(PAPER["csqa_smc"].values()), "+--",
             label="SMC's GMP (SMC paper)")
     ax.set(xlabel="sparsity", ylabel="CSQA dev accuracy (%)", title="CommonsenseQA, RoBERTa-large")
     ax.legend(fontsize=7)
