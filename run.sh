@@ -6,8 +6,10 @@
 #   bash run.sh test [ARGS]    the tests, offline (ARGS go to pytest)
 #   bash run.sh                the paper's suite (needs the Hugging Face hub and CUDA GPUs), then results.md
 #   bash run.sh STAGE...       some stages: teachers glue squad smc ablations collect
-#   bash run.sh bench          the speed benchmarks of the README (one GPU)
-#   bash run.sh --dry-run [STAGE...]   print every run of those stages with its command line; run nothing
+#   bash run.sh bench          the GPU speed benchmarks of the README (one GPU)
+#   bash run.sh bench-cpu      the CPU benchmarks of sparse inference (this machine)
+#   bash run.sh --dry-run [STAGE...]   print every run of those stages with its command line, its steps and its
+#                              estimated H200 time (from measured step rates), and the total; run nothing
 #
 # Every run writes RUNS/NAME/. A finished run (results.json) is skipped, an interrupted one resumes from its
 # last checkpoint, so rerunning after an interruption finishes only what is missing. Independent runs of a
@@ -30,8 +32,8 @@ setup() {
     fi
     PYTHON=.venv/bin/python
   fi
-  if ! "$PYTHON" -c "import torch, transformers, datasets, numpy, pytest" 2>/dev/null; then
-    echo "run.sh: installing requirements-dev.txt into $PYTHON: torch==2.13.0 (CPU wheel), transformers, datasets, numpy, pytest" >&2
+  if ! "$PYTHON" -c "import torch, transformers, datasets, numpy, pytest, matplotlib" 2>/dev/null; then
+    echo "run.sh: installing requirements-dev.txt into $PYTHON: torch==2.13.0 (CPU wheel), transformers, datasets, numpy, pytest, matplotlib" >&2
     "$PYTHON" -m pip install -q -r requirements-dev.txt
   fi
   local missing=()
@@ -63,7 +65,9 @@ smoke() {
   once "$out/teacher" --task rotten_tomatoes --recipe dense --lr 5e-5 --max_train_samples $n
   # ... then GMP* from the same pre-trained model: 90%, scaled to 10 epochs, distilled from the teacher.
   once "$out/gmp90" --task rotten_tomatoes --teacher "$out/teacher/model" --sparsity 0.9 --max_train_samples $n
-  "$PYTHON" prune.py collect "$out"
+  # The compressed model scored with its pruned linears in CSR where faster: the same accuracy as the run's.
+  "$PYTHON" prune.py eval --model "$out/gmp90/model" --task rotten_tomatoes --compressed --sparse
+  "$PYTHON" tools/report.py "$out"   # the table, and each run's run.png (matplotlib: requirements-dev.txt)
 }
 
 tests() {
@@ -91,7 +95,7 @@ plan_teachers() {
   done
 }
 
-plan_gmp() {  # TASK: 80/90/97% x 10 and 30 epochs x seeds (SPEC section 4)
+plan_gmp() {  # TASK: 80/90/97% x 10 and 30 epochs x seeds (the paper's Table 1)
   local task=$1 s e seed
   for s in 0.8 0.9 0.97; do for e in 10 30; do for seed in $SEEDS; do
     echo "$task-s$(pct $s)-e$e-seed$seed|--task $task --teacher $(teacher $task) --sparsity $s --epochs $e --seed $seed"
@@ -109,21 +113,23 @@ plan_glue() {
 
 plan_squad() { plan_gmp squad; }
 
-plan_smc() {  # SPEC section 5: RoBERTa-large on CSQA and WinoGrande
-  local task s k
+plan_smc() {  # the paper's Figure 1 and SMC-Bench: RoBERTa-large on CSQA and WinoGrande
+  local task s k smc_grid
+  smc_grid=$("$PYTHON" -c "import prune; print(*prune.SMC_SPARSITIES)")
   for task in commonsense_qa winogrande; do
     for s in 0.6 0.7 0.8 0.9; do
       echo "$task-s$(pct $s)-kd|--task $task --teacher $(teacher $task) --sparsity $s"
       echo "$task-s$(pct $s)-nokd|--task $task --hardness 0 --sparsity $s"
     done
-    for k in 1 2 3 4 5 6 7 8 9 10; do  # SMC's grid: 1 - 0.8^k over encoder, embeddings and head
-      s=$(awk -v k=$k 'BEGIN { printf "%.4f", 1 - 0.8 ^ k }')
+    k=0
+    for s in $smc_grid; do  # SMC's grid, 1 - 0.8^k over encoder, embeddings and head (prune.SMC_SPARSITIES)
+      k=$((k + 1))
       echo "$task-smc-k$k|--task $task --recipe smc --sparsity $s"
     done
   done
 }
 
-plan_ablations() {  # SPEC section 3, 10 epochs; the default value of each is the main grid's run
+plan_ablations() {  # the paper's Tables 2-4, 10 epochs; the default value of each is the main grid's run
   local s v
   for s in 0.9 0.97; do
     for v in 0.0 0.3 0.5; do
@@ -145,7 +151,7 @@ run_plan() {
   # Run each unfinished NAME|ARGS line, one per GPU; wait for all; list the runs that did not finish.
   local lines=() line name args out g pid failed=()
   mapfile -t lines
-  if [ $DRY = 1 ]; then
+  if [ $DRY != 0 ]; then
     for line in "${lines[@]}"; do
       name=${line%%|*}; args=${line#*|}; out=$RUNS/$name
       [ -f "$out/results.json" ] && printf '[done] ' || printf '       '
@@ -205,17 +211,21 @@ suite() {
     case $stage in
       teachers|glue|squad|smc|ablations) ;;
       collect) continue ;;
-      *) echo "run.sh: unknown stage '$stage' (stages: teachers glue squad smc ablations collect; also smoke, test, bench)" >&2; exit 2 ;;
+      *) echo "run.sh: unknown stage '$stage' (stages: teachers glue squad smc ablations collect; also smoke, test, bench, bench-cpu)" >&2; exit 2 ;;
     esac
   done
   if [ $DRY = 0 ] && [ "${stages[*]}" != collect ]; then preflight; fi
+  if [ $DRY = 1 ]; then  # every run with its steps and estimated GPU time, then the total (tools/cost.py)
+    DRY=2 suite "${stages[@]}" | "$PYTHON" tools/cost.py
+    return
+  fi
   for stage in "${stages[@]}"; do
     if [ "$stage" = collect ]; then
-      [ $DRY = 1 ] && { echo "python prune.py collect $RUNS --md results.md"; continue; }
-      "$PYTHON" prune.py collect "$RUNS" --md results.md
+      [ $DRY = 2 ] && { echo "python tools/report.py $RUNS --md results.md"; continue; }
+      "$PYTHON" tools/report.py "$RUNS" --md results.md
       continue
     fi
-    if [ $DRY = 1 ]; then echo "# stage: $stage"; else echo "run.sh: stage $stage" >&2; fi
+    if [ $DRY = 2 ]; then echo "# stage: $stage"; else echo "run.sh: stage $stage" >&2; fi
     "plan_$stage" | run_plan
   done
 }
@@ -225,10 +235,10 @@ bench() {
   # (GLUE_SST2, default: the hub's files are not read here, so give a folder of train.jsonl[.gz]).
   local data=${GLUE_SST2:?set GLUE_SST2 to a folder with sst2 train.jsonl[.gz] and validation.jsonl}
   local model=${BENCH_MODEL:-minilm}
-  "$PYTHON" prune.py bench pruning
-  "$PYTHON" prune.py bench step --model "$model" --length 32 --steps 300
-  "$PYTHON" prune.py bench step --model config:bert-base --length 128 --steps 150
-  "$PYTHON" prune.py bench trainer --model "$model" --data_dir "$data" --steps 1500
+  "$PYTHON" tools/bench.py pruning
+  "$PYTHON" tools/bench.py step --model "$model" --length 32 --steps 300
+  "$PYTHON" tools/bench.py step --model config:bert-base --length 128 --steps 150
+  "$PYTHON" tools/bench.py trainer --model "$model" --data_dir "$data" --steps 1500
   once "$RUNS/bench/teacher" --task sst2 --recipe dense --model "$model" --data_dir "$data" --lr 5e-5
   once "$RUNS/bench/gmp90" --task sst2 --model "$model" --teacher "$RUNS/bench/teacher/model" --data_dir "$data" --sparsity 0.9
 }
@@ -238,6 +248,7 @@ case "${1:-}" in
   smoke) setup; smoke ;;
   test) shift; setup; tests "$@" ;;
   bench) setup; bench ;;
-  *) if [ $DRY = 1 ]; then PYTHON=${PYTHON:-python3}; else setup; fi
+  bench-cpu) setup; for m in minilm config:bert-base; do "$PYTHON" tools/bench.py sparse --model "$m"; done ;;
+  *) if [ $DRY = 1 ]; then PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}; else setup; fi
      suite "$@" ;;
 esac

@@ -1,9 +1,11 @@
 """Tests of the GMP* reference. Each names the property it protects. All offline, on tiny random models
 and hand-made fixtures in the hub's schemas, except where a test says it uses the real MiniLM-L6 or the
 shared GLUE files (those skip cleanly where the package or the folder is missing)."""
+import functools
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,6 +22,7 @@ import torch.nn.functional as F
 import kd
 import prune
 import schedule
+from tools import report
 
 import transformers  # noqa: E402  (after the offline switches above)
 
@@ -104,7 +107,7 @@ def run_cfg(tmp_path: Path, **kw) -> dict:
 def tiny_teacher(tmp_path_factory, tiny, sst2_dir) -> Path:
     out = tmp_path_factory.mktemp("teacher")
     cfg = run_cfg(out, data_dir=sst2_dir, model=str(tiny), recipe="dense", epochs=4, lr=3e-3, warmup=0.0)
-    prune.train(cfg, log=lambda s: None)
+    prune.run(cfg, log=lambda s: None)
     return out / "run" / "model"
 
 
@@ -175,11 +178,14 @@ RECIPE = prune.RECIPES["gmp_star"]
 def test_the_paper_recipe_is_the_default(tmp_path):
     assert RECIPE["scope"] == "encoder" and RECIPE["criterion"] == "global"
     assert RECIPE["initial_sparsity"] == 0.7 and RECIPE["prune_per_epoch"] == 10 and RECIPE["base_epochs"] == 2
-    assert RECIPE["lr_schedule"] == "cyclic" and RECIPE["lr"] == 1e-4 and RECIPE["lr_min"] == 1e-6
-    assert RECIPE["warmup"] == 0.0 and RECIPE["weight_decay"] == 0.0
-    assert RECIPE["hardness"] == 1.0 and RECIPE["temperature"] == 5.5
+    assert RECIPE["lr"] == 1e-4 and RECIPE["lr_min"] == 1e-6 and "warmup" not in RECIPE   # no warmup at all
+    assert RECIPE["weight_decay"] == 0.0 and RECIPE["hardness"] == 1.0 and RECIPE["temperature"] == 5.5
     cfg = prune.resolve_config(dict(task="sst2", sparsity=0.9, teacher="t", out=str(tmp_path / "x")))
     assert cfg["recipe"] == "gmp_star" and cfg["epochs"] == 10 and cfg["model"] == "bert-base-uncased"
+    plan = prune.make_plan(cfg, steps_per_epoch=100)              # the default plan: cyclic LR, rewound per cycle
+    assert plan.total_steps == 1000 and plan.cycle_steps == 200 and plan.prune_steps[0] == 200
+    assert plan.lr_at(0) == plan.lr_at(200) == plan.lr_at(800) == 1e-4
+    assert plan.lr_at(199) == pytest.approx(1e-6 + 0.99e-4 / 200) and plan.sparsity_at(200) == pytest.approx(0.7)
     assert prune.resolve_config(dict(task="sst2", sparsity=0.97, teacher="t", out="y"))["epochs"] == 30
 
 
@@ -278,10 +284,13 @@ def test_masks_only_shrink_as_sparsity_rises():
     assert all(bool(((later[n] == 1) <= (masks[n] == 1)).all()) for n in ws)
 
 
-def test_gpu_sort_threshold_equals_cpu_kthvalue():
+def test_sort_and_kthvalue_thresholds_give_the_same_masks_with_ties():
+    """The GPU path ranks by a full sort, the CPU path by kthvalue: same threshold, same tie-breaking."""
     x = torch.round(torch.randn(10_001) * 4) / 4
     for k in (1, 17, 5000, 10_001):
-        assert torch.sort(x).values[k - 1] == prune._kth_smallest(x, k)
+        keep = prune._prune_lowest(x, k)
+        assert int((~keep).sum()) == k and float(x[~keep].max()) <= float(x[keep].min() if k < x.numel() else 1e9)
+        assert float(torch.sort(x).values[k - 1]) == float(torch.kthvalue(x, k).values)
 
 
 def _tiny_cls(tiny, kind="bert", tmp=None):
@@ -326,13 +335,12 @@ def test_pruned_weights_stay_zero_under_adamw_momentum_and_weight_decay(tiny):
         step()
         opt.step()
         opt.zero_grad()
-    masks = prune.magnitude_masks(weights, 0.8)
-    prune.apply_masks(weights, masks)
-    cfg = dict(max_grad_norm=1.0)
-    enforcer = prune.Step(model, opt, weights, masks, None, cfg, "classification", False)
+    masks = {n: torch.ones_like(w) for n, w in weights.items()}
+    prune.prune(weights, masks, 0.8)
+    params = list(model.parameters())
     for _ in range(30):
         step()
-        enforcer.update()
+        prune.masked_update(opt, params, weights, masks, max_grad_norm=1.0)
         assert all(bool((w[masks[n] == 0] == 0).all()) for n, w in weights.items())
     # the property is not vacuous: the same momentum moves pruned weights when the masks are not enforced
     step()
@@ -358,7 +366,7 @@ def test_end_to_end_reaches_the_target_at_its_last_pruning_step_under_grad_accum
                                                                                    tiny_teacher):
     cfg = run_cfg(tmp_path, data_dir=sst2_dir, model=str(tiny), teacher=str(tiny_teacher), sparsity=0.8,
                   epochs=6, grad_accum=2, batch_size=8, log_every=1, lr=1e-3)  # a random tiny model needs 1e-3
-    res = prune.train(cfg, log=quiet)
+    res = prune.run(cfg, log=quiet)
     out = Path(cfg["out"])
     log = _log(out)
     steps_per_epoch = 256 // 8 // 2
@@ -390,7 +398,7 @@ def test_saved_model_loads_in_stock_transformers_with_the_same_sparsity_and_pred
                                                                                           tiny_teacher):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     cfg = run_cfg(tmp_path, data_dir=sst2_dir, model=str(tiny), teacher=str(tiny_teacher), sparsity=0.9, epochs=6)
-    res = prune.train(cfg, log=quiet)
+    res = prune.run(cfg, log=quiet)
     folder = Path(cfg["out"]) / "model"
     model = AutoModelForSequenceClassification.from_pretrained(folder)
     assert set(model.state_dict()) == set(_tiny_cls(tiny).state_dict())  # stock layout, no extra keys
@@ -406,12 +414,119 @@ def test_saved_model_loads_in_stock_transformers_with_the_same_sparsity_and_pred
     assert metrics == res["metrics"]
 
 
+def tok_config(path):
+    from transformers import AutoConfig
+    return AutoConfig.from_pretrained(path)
+
+
+@pytest.fixture(scope="module")
+def pruned_run(tmp_path_factory, tiny, tiny_teacher, sst2_dir) -> Path:
+    out = tmp_path_factory.mktemp("pruned") / "run"
+    cfg = prune.resolve_config(dict(task="sst2", data_dir=str(sst2_dir), model=str(tiny), teacher=str(tiny_teacher),
+                                    sparsity=0.9, epochs=6, out=str(out), device="cpu", batch_size=16, max_length=32))
+    prune.run(cfg, log=quiet)
+    return out
+
+
+def test_report_draws_each_run_as_a_png_from_its_log(pruned_run, tmp_path):
+    """run.png of a real tiny run: the schedule, loss and metric against the step (needs matplotlib, which
+    requirements-dev.txt installs; training never imports it)."""
+    plt = report.pyplot()
+    if plt is None:
+        pytest.skip("matplotlib is not installed")
+    path = report.draw_run(pruned_run, plt)
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert (width, height) == (800, 600)
+    steps, sparsity, lr, plan = report.planned_schedule(json.loads((pruned_run / "results.json").read_text()))
+    assert sparsity[plan.prune_steps[0]] == pytest.approx(0.7) and sparsity[-1] == pytest.approx(0.9)
+    assert lr[0] == lr[plan.cycle_steps] == 1e-4
+
+
+def test_training_code_never_imports_matplotlib_or_the_tools():
+    for name in ("prune.py", "kd.py", "schedule.py"):
+        text = (HERE / name).read_text()
+        assert "matplotlib" not in text and "accelerate" not in text and "from tools" not in text
+
+
+def test_compressed_checkpoint_restores_the_stock_model_bit_for_bit(pruned_run):
+    from transformers import AutoModelForSequenceClassification
+    dense = AutoModelForSequenceClassification.from_pretrained(pruned_run / "model")
+    restored = prune.load_compressed(str(pruned_run / "model"))
+    assert type(restored) is type(dense)                                  # a stock AutoModelFor* model
+    a, b = dense.state_dict(), restored.state_dict()
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+    masks = prune.load_masks(pruned_run / "masks.pt")
+    packed = (pruned_run / "model" / "compressed.safetensors").stat().st_size
+    kept = sum(int(m.sum()) for m in masks.values())
+    other = sum(v.numel() for k, v in a.items() if k not in masks)
+    assert packed < 4 * (kept + other) + sum(m.numel() for m in masks.values()) / 8 + 20_000   # values + 1 bit each
+
+
+def test_compressed_checkpoint_in_half_precision_restores_the_rounded_weights(pruned_run, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+    model = AutoModelForSequenceClassification.from_pretrained(pruned_run / "model")
+    masks = prune.load_masks(pruned_run / "masks.pt")
+    model.save_pretrained(tmp_path)
+    prune.save_compressed(model, masks, tmp_path / "compressed.safetensors", dtype=torch.float16)
+    back = prune.load_compressed(str(tmp_path))
+    for k, v in model.state_dict().items():
+        assert torch.equal(back.state_dict()[k], v.half().float() if v.is_floating_point() else v)
+
+
+def test_sparse_linears_give_the_dense_outputs_and_dense_layers_stay_where_csr_would_be_slower(pruned_run):
+    from transformers import AutoModelForSequenceClassification
+    model = AutoModelForSequenceClassification.from_pretrained(pruned_run / "model").eval()
+    x = torch.randint(5, 30, (4, 20))
+    with torch.no_grad():
+        dense = model(input_ids=x, attention_mask=torch.ones_like(x)).logits
+    layer = model.bert.encoder.layer[0].attention.self.query
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn_like(layer.weight))               # one layer made dense again
+        reference = model(input_ids=x, attention_mask=torch.ones_like(x)).logits
+    counts = prune.sparsify(model, max_density=0.25)
+    assert counts == {"sparse_linears": 11, "dense_linears": 1}         # global masks: 11 layers well below 25%
+    assert isinstance(model.bert.encoder.layer[0].attention.self.query, torch.nn.Linear)
+    assert isinstance(model.bert.encoder.layer[0].attention.self.key, prune.SparseLinear)
+    with torch.no_grad():
+        sparse = model(input_ids=x, attention_mask=torch.ones_like(x)).logits
+    assert (sparse - reference).abs().max() < 1e-4 and not torch.equal(reference, dense)
+
+
+def test_the_model_card_names_the_base_model_dataset_metrics_sparsity_and_command(pruned_run):
+    card = (pruned_run / "model" / "README.md").read_text()
+    header = card.split("---")[1]
+    results = json.loads((pruned_run / "results.json").read_text())
+    assert f"base_model: {results['model']}" in header and "- nyu-mll/glue" in header
+    assert "- pruned" in header and "- sparse" in header and "- accuracy" in header
+    assert f"| accuracy | {results['metrics']['accuracy']:.4f} | {results['teacher_metrics']['accuracy']:.4f} |" in card
+    assert f"| encoder | {results['encoder_sparsity']:.4f} |" in card
+    command = card.split("```")[1].strip()
+    assert command.startswith("python prune.py --task sst2") and "--sparsity 0.9" in command and "--epochs 6" in command
+    assert prune.resolve_config(prune.parse_overrides(command.split()[2:]))["lr"] == results["config"]["lr"]
+
+
+def test_eval_scores_the_compressed_model_with_sparse_linears_as_the_run_did(pruned_run, sst2_dir):
+    r = _cli(["eval", "--model", str(pruned_run / "model"), "--task", "sst2", "--data_dir", str(sst2_dir),
+              "--compressed", "--sparse"])
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    results = json.loads((pruned_run / "results.json").read_text())
+    assert out["metrics"]["accuracy"] == results["metrics"]["accuracy"]
+    assert out["sparse_linears"] + out["dense_linears"] == 12           # each layer where it is faster
+    assert out["samples_per_s"] > 0
+
+
 def test_cached_teacher_logits_equal_a_live_teacher_forward(tmp_path, tiny_teacher, sst2_dir):
     from transformers import AutoTokenizer
     tok = AutoTokenizer.from_pretrained(tiny_teacher)
     splits = prune.load_splits("sst2", str(sst2_dir))
     enc = prune.encode("sst2", splits["train"], tok, 32)
-    cache = prune.cache_teacher_logits(str(tiny_teacher), "sst2", enc, torch.device("cpu"), 64)
+    val = prune.encode("sst2", splits["validation"], tok, 32)
+    cache, metrics = prune.score_and_cache_teacher(str(tiny_teacher), "sst2", tok_config(tiny_teacher), enc,
+                                                   {"validation": (val, splits["validation"])}, torch.device("cpu"), 64)
+    assert metrics["accuracy"] > 0.75                  # the teacher is scored on the evaluation split
     teacher = prune.load_model(str(tiny_teacher), "sst2").eval()
     for idx in prune.make_batches(enc["lengths"], 16, seed=3, epoch=1)[:4]:   # training batches, other padding
         with torch.no_grad():
@@ -631,14 +746,14 @@ def test_local_json_lines_load_through_the_same_path_as_the_hub(tmp_path, monkey
     from transformers import AutoTokenizer
     tok = AutoTokenizer.from_pretrained(_minilm_path())
     d = tmp_path / task
-    rows = {split: _schema_rows(task, 12) for split in prune.split_names(task)}
+    rows = {split: _schema_rows(task, 12) for split in prune.split_names(prune.TASKS[task])}
     for split, r in rows.items():
         write_jsonl(d / f"{split}.jsonl", r)
     local = prune.load_splits(task, str(d))
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: datasets.DatasetDict(
         {s: datasets.Dataset.from_list(r) for s, r in rows.items()}))   # what the hub would return
     hub = prune.load_splits(task, "")
-    assert list(local) == list(hub) == list(prune.split_names(task))
+    assert list(local) == list(hub) == list(prune.split_names(prune.TASKS[task]))
     for split in local:
         a = prune.encode(task, local[split], tok, 48, 16)
         b = prune.encode(task, hub[split], tok, 48, 16)
@@ -647,10 +762,12 @@ def test_local_json_lines_load_through_the_same_path_as_the_hub(tmp_path, monkey
 
 def test_smc_recipe_masks_embeddings_and_head_and_the_default_does_not(tmp_path, tiny, sst2_dir):
     assert prune.resolve_config(dict(task="sst2", out="x", sparsity=0.5, hardness=0.0, epochs=6))["scope"] == "encoder"
-    cfg = run_cfg(tmp_path, data_dir=sst2_dir, model=str(tiny), recipe="smc", sparsity=0.5, max_steps=40)
+    cfg = run_cfg(tmp_path, data_dir=sst2_dir, model=str(tiny), recipe="smc", sparsity=0.5, max_steps=40,
+                  prune_every=5)
     assert cfg["scope"] == "all" and cfg["hardness"] == 0.0 and cfg["adam_beta2"] == 0.98
-    res = prune.train(cfg, log=quiet)
-    assert res["masked_sparsity"] == pytest.approx(0.5, abs=1e-4)
+    res = prune.run(cfg, log=quiet)
+    # SMC-Bench prunes at every 5th update in [4, 32): its last step (30) is short of the target, as in SMC
+    assert res["masked_sparsity"] == pytest.approx(0.5 * (1 - (2 / 28) ** 3), abs=1e-4)
     assert res["embeddings_sparsity"] > 0.01 and res["head_sparsity"] > 0.01 and res["steps"] == 40
 
 
@@ -659,15 +776,17 @@ def test_dry_run_lists_every_stage_and_marks_finished_runs(tmp_path):
     finished.mkdir()
     (finished / "results.json").write_text("{}")
     r = subprocess.run(["bash", str(HERE / "run.sh"), "--dry-run"], capture_output=True, text=True, cwd=HERE,
-                       env={**os.environ, "RUNS": str(tmp_path)})
+                       env={**os.environ, "RUNS": str(tmp_path), "PYTHON": sys.executable})
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     stages = [line.split(": ")[1] for line in lines if line.startswith("# stage")]
     assert stages == ["teachers", "glue", "squad", "smc", "ablations"]
     runs = [line for line in lines if "prune.py --task" in line]
+    assert all(re.search(r"   # \d+ steps, \d+\.\d\d h$", line) for line in runs)       # each with its cost
+    assert re.match(r"# to run: 146 runs, about \d+\.\d H200-hours", lines[-1])
     assert len(runs) == 12 + 57 + 18 + 36 + 24
     assert any(line.startswith("[done]") and "teacher-sst2" in line for line in lines)
-    assert sum("--recipe smc" in line for line in runs) == 20 and lines[-1].endswith("collect " + str(tmp_path) + " --md results.md")
+    assert sum("--recipe smc" in line for line in runs) == 20 and lines[-2].endswith("report.py " + str(tmp_path) + " --md results.md")
     bad = subprocess.run(["bash", str(HERE / "run.sh"), "--dry-run", "nope"], capture_output=True, text=True, cwd=HERE)
     assert bad.returncode == 2 and "unknown stage" in bad.stderr
 
@@ -682,7 +801,7 @@ def test_results_md_puts_mean_and_spread_over_seeds_beside_the_paper(tmp_path):
             task="squad", recipe="gmp_star", sparsity_target=0.9, metric="f1", metrics={"f1": f1, "exact_match": 0.7},
             encoder_sparsity=0.9, embeddings_sparsity=0.0, head_sparsity=0.0, epochs=10, train_samples_per_s=1.0,
             wall_time_s=60.0, config=cfg)))
-    md = prune.results_markdown(prune.find_results(tmp_path))
+    md = report.results_markdown(report.find_results(tmp_path))
     row = [line for line in md.splitlines() if line.startswith("| GMP* | 90% | 10 |")][0]
     assert "86.0 ± 1.4 (2) | 86.7" in row
 
@@ -693,7 +812,7 @@ def test_results_md_puts_mean_and_spread_over_seeds_beside_the_paper(tmp_path):
 def _fails_before_training(tmp_path, match, **kw):
     with pytest.raises(prune.UsageError, match=match):
         cfg = run_cfg(tmp_path, **kw)
-        prune.train(cfg, log=quiet)
+        prune.run(cfg, log=quiet)
     out = tmp_path / kw.get("name", "run")
     assert not out.exists() or not any(out.iterdir())   # nothing written: the folder stays free for a fixed rerun
 
@@ -753,34 +872,186 @@ def prune_vocab_shuffled():
 
 def test_a_finished_run_is_never_overwritten_without_being_asked(tmp_path, tiny, sst2_dir):
     cfg = run_cfg(tmp_path, data_dir=sst2_dir, model=str(tiny), recipe="dense", epochs=1)
-    prune.train(cfg, log=quiet)
+    prune.run(cfg, log=quiet)
     before = (Path(cfg["out"]) / "results.json").read_text()
     with pytest.raises(prune.UsageError, match="already holds a finished run"):
-        prune.train(run_cfg(tmp_path, data_dir=sst2_dir, model=str(tiny), recipe="dense", epochs=1), log=quiet)
+        prune.run(run_cfg(tmp_path, data_dir=sst2_dir, model=str(tiny), recipe="dense", epochs=1), log=quiet)
     assert (Path(cfg["out"]) / "results.json").read_text() == before
     again = run_cfg(tmp_path, data_dir=sst2_dir, model=str(tiny), recipe="dense", epochs=1, overwrite=True)
-    prune.train(again, log=quiet)
+    prune.run(again, log=quiet)
     moved = list(tmp_path.glob("run.replaced-*"))
     assert len(moved) == 1 and (moved[0] / "results.json").read_text() == before   # moved aside, not deleted
 
 
-def test_cli_prints_one_line_error_and_exit_code_2(tmp_path):
+def test_cli_prints_one_line_error_and_exit_code_2(tmp_path, tiny, sst2_dir):
     r = subprocess.run([sys.executable, str(HERE / "prune.py"), "--task", "nope", "--out", str(tmp_path / "o")],
                        capture_output=True, text=True, cwd=HERE, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and r.stderr.startswith("prune.py: error: unknown task 'nope'")
+    rows = [json.loads(line) for line in (sst2_dir / "train.jsonl").read_text().splitlines()]
+    bad = _bad_data(tmp_path, sst2_dir, "train", _with_label(rows, 3, 7))
+    r = _cli(["--task", "sst2", "--data_dir", str(bad), "--model", str(tiny), "--sparsity", "0.5", "--hardness", "0",
+              "--out", str(tmp_path / "o")])
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "label 7 is outside 0..1" in r.stderr
+    assert not (tmp_path / "o").exists()                              # no run folder left behind
+
+
+def _bad_data(tmp_path, sst2_dir, split: str, rows: list) -> Path:
+    d = tmp_path / "bad"
+    d.mkdir(exist_ok=True)
+    for s in ("train", "validation"):
+        (d / f"{s}.jsonl").write_text((sst2_dir / f"{s}.jsonl").read_text())
+    write_jsonl(d / f"{split}.jsonl", rows)
+    return d
+
+
+def _with_label(rows: list, i: int, value) -> list:
+    return [dict(r, label=value) if j == i else r for j, r in enumerate(rows)]
+
+
+BAD_LABELS = {  # (split, rows from the fixture -> bad rows, the one-line error)
+    "a training label of 7 in a binary task": ("train", lambda r: _with_label(r, 3, 7),
+                                               r"train.jsonl: row 3 \(line 4\): label 7 is outside 0..1"),
+    "a training label of -1 (the hub's unlabelled rows)": ("train", lambda r: _with_label(r, 5, -1),
+                                                           r"row 5 \(line 6\): label -1 is outside 0..1 \(-1 marks"),
+    "labels given as strings": ("train", lambda r: [dict(x, label=["negative", "positive"][x["label"]]) for x in r],
+                                r"train.jsonl: row 0 \(line 1\): label '\w+' is not a number"),
+    "a test split given as validation (every label -1)": ("validation", lambda r: [dict(x, label=-1) for x in r],
+                                                          r"validation.jsonl: no row has a usable label"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_LABELS))
+def test_bad_labels_are_refused_before_anything_is_loaded_or_written(tmp_path, tiny, sst2_dir, case):
+    split, change, match = BAD_LABELS[case]
+    rows = [json.loads(line) for line in (sst2_dir / f"{split}.jsonl").read_text().splitlines()]
+    d = _bad_data(tmp_path, sst2_dir, split, change(rows))
+    _fails_before_training(tmp_path, match, data_dir=d, model=str(tmp_path / "no-model-needed"), sparsity=0.5,
+                           epochs=6, hardness=0.0)
+
+
+@pytest.mark.parametrize("task, row, match", [
+    ("stsb", dict(sentence1="a", sentence2="b", label=5.5, idx=0), "score 5.5 is outside 0..5"),
+    ("squad", dict(id="x", title="t", context="a small cat", question="what?",
+                   answers={"text": ["cat"], "answer_start": [0]}), "answer 'cat' at 0 is not that span"),
+    ("commonsense_qa", None, "answerKey 'F' is not a choice"),
+    ("winogrande", None, "answer '3' is not '1' or '2'"),
+])
+def test_labels_are_checked_per_task_kind(tmp_path, task, row, match):
+    row = row or (dict(CSQA_ROW, answerKey="F") if task == "commonsense_qa" else dict(WINO_ROW, answer="3"))
+    d = tmp_path / task
+    good = _schema_rows(task, 4)
+    write_jsonl(d / "train.jsonl", good[:2] + [row])
+    write_jsonl(d / "validation.jsonl", good)
+    with pytest.raises(prune.UsageError, match=f"train.jsonl: row 2 \\(line 3\\): {match}"):
+        prune.load_splits(task, str(d))
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--lr", "-1"], "lr must be positive, got -1.0"),
+    (["--epochs", "0"], "epochs must be at least 1, got 0"),
+    (["--warmup", "0.1"], "--warmup is not a setting of recipe 'gmp_star'"),
+    (["--max_steps", "100"], "--max_steps is not a setting of recipe 'gmp_star'"),
+    (["--doc_stride", "64"], "--doc_stride is not a setting of recipe 'gmp_star' on task sst2"),
+    (["--recipe", "dense", "--base_epochs", "1"], "--base_epochs is not a setting of recipe 'dense'"),
+    (["--fast", "maybe"], "argument --fast: invalid choice: 'maybe'"),
+    (["--hardness", "1.5"], r"hardness must be in \[0, 1\]"),
+])
+def test_bad_settings_and_flags_the_recipe_would_ignore_are_refused_in_one_line(tmp_path, args, match):
+    argv = ["--task", "sst2", "--sparsity", "0.9", "--teacher", "t", "--out", str(tmp_path / "o"), *args]
+    with pytest.raises(prune.UsageError, match=match):
+        prune.resolve_config(prune.parse_overrides(argv))
+    assert not (tmp_path / "o").exists()
+
+
+def test_every_flag_has_help_with_its_default_from_the_recipe():
+    text = prune.build_parser().format_help()
+    for flag in prune.FLAGS:
+        assert f"--{flag}" in text
+    for action in prune.build_parser()._actions:
+        if action.option_strings[0] not in ("-h", "--overwrite"):
+            assert action.help and "(default " in action.help, action.option_strings
+    assert "gmp_star: 0.0001" in text and "gmp_star: 0.7" in text and "gmp_star: 5.5" in text and "smc: 500" in text
+
+
+def test_smc_prunes_at_every_500th_update_inside_its_window_as_smc_bench_does():
+    cfg = prune.resolve_config(dict(task="commonsense_qa", recipe="smc", sparsity=0.5, out="x"))
+    plan = prune.make_plan(cfg, steps_per_epoch=600)
+    assert plan.total_steps == 3000 and plan.prune_steps == [500, 1000, 1500, 2000]   # inside [300, 2400)
+    assert plan.sparsity_at(500) < plan.sparsity_at(2000) < 0.5 and plan.lr_at(149) == pytest.approx(1e-5)
+
+
+def test_a_teacher_with_generic_labels_in_another_order_is_refused(tmp_path, tiny, tiny_teacher, sst2_dir):
+    """LABEL_0/LABEL_1 carry no names to compare, so the teacher is scored: below the majority rate, refused."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_teacher)
+    with torch.no_grad():
+        model.classifier.weight.copy_(model.classifier.weight.flip(0))
+        model.classifier.bias.copy_(model.classifier.bias.flip(0))
+    model.config.id2label, model.config.label2id = {0: "LABEL_0", 1: "LABEL_1"}, {"LABEL_0": 0, "LABEL_1": 1}
+    model.save_pretrained(tmp_path / "swapped")
+    AutoTokenizer.from_pretrained(tiny_teacher).save_pretrained(tmp_path / "swapped")
+    _fails_before_training(tmp_path, "below the majority-class rate", data_dir=sst2_dir, model=str(tiny),
+                           teacher=str(tmp_path / "swapped"), sparsity=0.5, epochs=6)
 
 
 # ----------------------------------------------------------------------------------------------------------
 # nothing lost: a killed run resumes to exactly what an uninterrupted run gives (CPU, fp32)
 
-def _cli(args: list, fault: str = "", timeout: int = 300):
+def _cli(args: list, timeout: int = 300):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    env.pop("GMP_FAULT", None)
-    if fault:
-        env["GMP_FAULT"] = fault
     return subprocess.run([sys.executable, str(HERE / "prune.py"), *args], capture_output=True, text=True,
                           cwd=HERE, env=env, timeout=timeout)
+
+
+def _start(args: list):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, str(HERE / "prune.py"), *args], cwd=HERE, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def kill_at_line(args: list, prefix: str) -> str:
+    """Run the real CLI and SIGKILL it as soon as it logs a line starting with prefix; its stderr until then."""
+    proc, seen = _start(args), []
+    for line in proc.stderr:
+        seen.append(line)
+        if line.startswith(prefix):
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=120)
+    assert proc.returncode == -signal.SIGKILL, "".join(seen)
+    return "".join(seen)
+
+
+def kill_inside_write(args: list, out: Path, name: str, nbytes: int = 0, then: Path = None) -> None:
+    """Run the real CLI with out/name made a named pipe that this test controls, then SIGKILL it: after nbytes
+    of the run's write to it (a write cut off at a known byte), or, with nbytes 0, once `then` exists (the run
+    waits in open() for a reader that never comes)."""
+    import time
+    proc = _start(args)
+    deadline = time.time() + 120
+
+    def alive():
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read()
+        time.sleep(0.002)
+
+    while not (out / "config.json").exists():
+        alive()
+    os.mkfifo(out / name)
+    fd, got = (os.open(out / name, os.O_RDONLY | os.O_NONBLOCK) if nbytes else None), 0
+    while got < nbytes:
+        try:
+            got += len(os.read(fd, nbytes - got))
+        except BlockingIOError:
+            pass
+        alive()
+    while then is not None and not then.exists():
+        alive()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    if fd is not None:
+        os.close(fd)
+    assert proc.returncode == -signal.SIGKILL
 
 
 def _run_args(tiny, teacher, data, out, **extra):
@@ -799,12 +1070,33 @@ def _final_state(out: Path) -> tuple:
 def _assert_same_run(a: Path, b: Path) -> None:
     res_a, w_a, m_a = _final_state(a)
     res_b, w_b, m_b = _final_state(b)
-    assert res_a["metrics"] == res_b["metrics"]
+    assert res_a["metrics"] == res_b["metrics"] and res_a["teacher_metrics"] == res_b["teacher_metrics"]
     assert all(torch.equal(m_a[n], m_b[n]) for n in m_a)
     assert all(torch.equal(w_a[k], w_b[k]) for k in w_a)            # bit for bit
     steps_a = [e["step"] for e in _log(a)]
     assert steps_a == [e["step"] for e in _log(b)]                   # no step logged twice or lost
     assert not list(b.glob("checkpoint-*")) and not list(b.glob("*.tmp"))
+
+
+def resume_matrix(tiny, tiny_teacher, data, tmp: Path, reference: Path, fault: str, **extra) -> None:
+    """One row of the fault matrix on the real CLI: kill the run, run the same command again, compare the result
+    with an uninterrupted run's: the same masks, weights, metrics and logged steps."""
+    out = tmp / "run"
+    args = _run_args(tiny, tiny_teacher, data, out, **extra)
+    if fault == "before the first checkpoint":
+        kill_at_line(args, "sst2: ")                                 # the line before the first step
+    elif fault.startswith("at step "):
+        kill_at_line(args, f"step {fault.split()[-1]}/")
+    elif fault == "inside a checkpoint write":
+        kill_inside_write(args, out, "checkpoint-000000030.pt.tmp", 20_000)
+    else:  # between the model and results.json: inside the write of masks.pt, after model/
+        kill_inside_write(args, out, "masks.pt.tmp", then=out / "model" / "config.json")
+    assert not (out / "results.json").exists()
+    had_checkpoint = bool(list(out.glob("checkpoint-*.pt")))
+    resumed = _cli(args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert ("resumed" in resumed.stderr) == had_checkpoint
+    _assert_same_run(reference, out)
 
 
 @pytest.fixture(scope="module")
@@ -815,43 +1107,66 @@ def uninterrupted(tmp_path_factory, tiny, tiny_teacher, sst2_dir):
     return out
 
 
-@pytest.mark.parametrize("fault", ["step:3", "step:23", "step:50", "save:4", "finish:1"])
-def test_a_run_killed_anywhere_resumes_to_the_same_masks_weights_and_metrics(tmp_path, tiny, tiny_teacher,
-                                                                             sst2_dir, uninterrupted, fault):
-    """SIGKILL before the first checkpoint, mid-cycle, mid-pruning, inside a checkpoint write (the
-    temporary file written, not renamed) and between the final model and results.json."""
-    out = tmp_path / "run"
-    killed = _cli(_run_args(tiny, tiny_teacher, sst2_dir, out), fault=fault)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr
-    assert not (out / "results.json").exists()
-    if fault.startswith("save"):
-        assert list(out.glob("*.tmp"))                               # the half-written checkpoint is there
-    resumed = _cli(_run_args(tiny, tiny_teacher, sst2_dir, out))
-    assert resumed.returncode == 0, resumed.stderr
-    assert ("resumed" in resumed.stderr) == (fault != "step:3")     # step 3: killed before any checkpoint
-    _assert_same_run(uninterrupted, out)
+FAULTS = ["before the first checkpoint", "at step 20", "at step 45", "inside a checkpoint write",
+          "between the model and results.json"]
 
 
 def test_a_run_killed_at_an_arbitrary_moment_resumes_exactly(tmp_path, tiny, tiny_teacher, sst2_dir, uninterrupted):
     import time
     out = tmp_path / "run"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    env.pop("GMP_FAULT", None)
-    proc = subprocess.Popen([sys.executable, str(HERE / "prune.py"), *_run_args(tiny, tiny_teacher, sst2_dir, out)],
-                            cwd=HERE, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    args = _run_args(tiny, tiny_teacher, sst2_dir, out)
+    proc = _start(args)
     deadline = time.time() + 120
     while time.time() < deadline and not list(out.glob("checkpoint-00000004*")) and proc.poll() is None:
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL and not (out / "results.json").exists()
-    assert _cli(_run_args(tiny, tiny_teacher, sst2_dir, out)).returncode == 0
+    assert _cli(args).returncode == 0
     _assert_same_run(uninterrupted, out)
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_a_run_killed_anywhere_resumes_to_the_same_masks_weights_and_metrics(tmp_path, tiny, tiny_teacher,
+                                                                             sst2_dir, uninterrupted, fault):
+    """SIGKILL before the first checkpoint, mid-cycle (step 20 of 32), mid-pruning (step 45, between two pruning
+    steps), inside a checkpoint write, and between the final model and results.json (CPU, fp32: bit-exact)."""
+    resume_matrix(tiny, tiny_teacher, sst2_dir, tmp_path, uninterrupted, fault)
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@cuda
+@pytest.mark.parametrize("fast", ["on", "off"])
+def test_on_cuda_a_run_killed_anywhere_resumes_to_the_same_masks_weights_and_metrics(tmp_path, tiny, tiny_teacher,
+                                                                                     sst2_dir, fast):
+    """The CPU's fault matrix on the GPU, with CUDA graphs (fast on) and without: CUDA and CPU random states,
+    optimizer state and masks restored on the right devices, graphs captured again after the resume."""
+    extra = dict(device="cuda", fast=fast)
+    reference = tmp_path / "reference"
+    r = _cli(_run_args(tiny, tiny_teacher, sst2_dir, reference, **extra))
+    assert r.returncode == 0, r.stderr
+    for i, fault in enumerate(FAULTS):
+        (tmp_path / str(i)).mkdir()
+        resume_matrix(tiny, tiny_teacher, sst2_dir, tmp_path / str(i), reference, fault, **extra)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=cuda)])
+def test_a_non_finite_loss_on_the_real_cli_stops_the_run_and_writes_no_model(tmp_path, tiny, tiny_teacher, sst2_dir,
+                                                                            device):
+    """An absurd LR blows the weights up; the loss turns non-finite and the run stops at that step (on CUDA:
+    inside the graphed step), keeping its last good checkpoint and writing no model."""
+    out = tmp_path / "run"
+    r = _cli(_run_args(tiny, tiny_teacher, sst2_dir, out, lr=1e30, device=device))
+    assert r.returncode == 1 and "prune.py: stopped: non-finite loss at step" in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("prune.py: stopped:")
+    assert not (out / "model").exists() and not (out / "results.json").exists()
 
 
 def test_an_interrupted_run_refuses_to_resume_with_other_settings(tmp_path, tiny, tiny_teacher, sst2_dir):
     out = tmp_path / "run"
-    assert _cli(_run_args(tiny, tiny_teacher, sst2_dir, out), fault="step:23").returncode == -signal.SIGKILL
+    kill_at_line(_run_args(tiny, tiny_teacher, sst2_dir, out), "step 20/")
     r = _cli(_run_args(tiny, tiny_teacher, sst2_dir, out, sparsity=0.7))
     assert r.returncode == 2 and "already holds a run with other settings" in r.stderr
     assert list(out.glob("checkpoint-*.pt"))                          # its checkpoints are untouched
@@ -870,7 +1185,7 @@ def test_a_non_finite_loss_stops_the_run_at_its_step_and_keeps_the_last_good_che
     cfg = run_cfg(tmp_path, data_dir=sst2_dir, model=str(tiny), sparsity=0.8, epochs=6, hardness=0.0, log_every=5,
                   checkpoint_minutes=0.0)
     with pytest.raises(prune.TrainingError, match="non-finite loss at step 22"):
-        prune.train(cfg, log=quiet)
+        prune.run(cfg, log=quiet)
     out = Path(cfg["out"])
     assert prune.latest_checkpoint(out).name == "checkpoint-000000020.pt"   # written before the NaN
     assert not (out / "results.json").exists() and not (out / "model").exists()
@@ -881,7 +1196,7 @@ def test_no_model_is_written_when_the_measured_sparsity_misses_the_target(tmp_pa
     monkeypatch.setattr(prune, "magnitude_masks", lambda w, s, **kw: real(w, s * 0.9, **kw))  # a buggy pruner
     cfg = run_cfg(tmp_path, data_dir=sst2_dir, model=str(tiny), sparsity=0.8, epochs=6, hardness=0.0)
     with pytest.raises(prune.TrainingError, match="is not the target 0.8"):
-        prune.train(cfg, log=quiet)
+        prune.run(cfg, log=quiet)
     assert not (Path(cfg["out"]) / "model").exists() and not (Path(cfg["out"]) / "results.json").exists()
 
 
@@ -895,7 +1210,7 @@ def test_an_explicit_first_step_above_the_target_is_refused_but_the_default_is_c
     with pytest.raises(prune.UsageError, match="initial_sparsity 0.8 is above the target sparsity 0.6"):
         prune.resolve_config(dict(task="sst2", sparsity=0.6, initial_sparsity=0.8, hardness=0.0, out=str(tmp_path)))
     cfg = run_cfg(tmp_path, data_dir=sst2_dir, model=str(tiny), sparsity=0.6, epochs=6, hardness=0.0, log_every=1)
-    prune.train(cfg, log=quiet)
+    prune.run(cfg, log=quiet)
     first_pruned = [e for e in _log(Path(cfg["out"])) if e["sparsity"] > 0][0]
     assert first_pruned["sparsity"] == pytest.approx(0.6, abs=1e-4)
 
@@ -923,7 +1238,7 @@ def test_real_minilm_prunes_offline_for_a_few_steps(tmp_path, sst2_dir):
     cfg = prune.resolve_config(dict(task="sst2", data_dir=str(sst2_dir), model=path, out=str(tmp_path / "m"),
                                     device="cpu", sparsity=0.5, hardness=0.0, epochs=3, base_epochs=1,
                                     max_train_samples=48, batch_size=16, max_length=32))
-    res = prune.train(cfg, log=quiet)
+    res = prune.run(cfg, log=quiet)
     assert res["steps"] == 9
     assert res["encoder_sparsity"] == pytest.approx(0.5, abs=1e-4)
     assert res["embeddings_sparsity"] < 1e-5 and res["head_sparsity"] == 0.0
@@ -935,29 +1250,25 @@ def test_real_minilm_prunes_offline_for_a_few_steps(tmp_path, sst2_dir):
 # ----------------------------------------------------------------------------------------------------------
 # the CUDA-graph fast path (runs where a GPU is; CI has none)
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-
-
 def _few_steps(path: Path, enc: dict, graphs: bool, device: torch.device):
     """Eight GMP* steps (KD from fixed random logits, a pruning step at step 3) with fixed batches."""
     torch.manual_seed(0)
     model = prune.load_model(str(path), "sst2").to(device).train()
-    cfg = dict(prune.RECIPES["gmp_star"], grad_accum=1, hardness=0.5, lr=1e-3)
     weights = prune.prunable(model)
     masks = {n: torch.ones_like(w) for n, w in weights.items()}
     cache = torch.randn(len(enc["lengths"]), 2, generator=torch.Generator().manual_seed(1)).to(device)
-    opt = prune.make_optimizer(model, cfg, device)
-    step = prune.Step(model, opt, weights, masks, cache, cfg, "classification", False)
+    kw = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    opt = prune.fast_optimizer(model, device=device, **kw) if graphs else prune.make_optimizer(model, **kw)
+    loss_fn = functools.partial(prune.student_loss, model, kind="classification", teacher_logits=cache, hardness=0.5,
+                                temperature=5.5)
+    step = prune.Step(model, opt, weights, masks, loss_fn, max_grad_norm=1.0, bf16=True)
     if graphs:
         step = prune.GraphedStep(step, device)
     for i, idx in enumerate(prune.make_batches(enc["lengths"], 16, seed=0, epoch=0)[:8]):
         if i in (3, 6):
-            new = prune.magnitude_masks(weights, 0.5 if i == 3 else 0.7, masks=masks)
-            for n in masks:
-                masks[n].copy_(new[n])
-            prune.apply_masks(weights, masks)
-        prune.set_lr(opt, 1e-3 * (1 - i / 10))
-        step.micro(prune.to_device(prune.collate(enc, idx, 32), device), device)
+            prune.prune(weights, masks, 0.5 if i == 3 else 0.7)
+        step.set_lr(1e-3 * (1 - i / 10))
+        step.micro(prune.to_device(prune.collate(enc, idx, 32), device))
         step.update()
     return {k: v.detach().clone() for k, v in model.state_dict().items()}, {n: m.clone() for n, m in masks.items()}
 
@@ -980,7 +1291,7 @@ def test_graphed_steps_give_the_same_weights_and_masks_as_eager_steps(tmp_path, 
 def test_a_full_run_on_the_fast_path_reaches_its_target(tmp_path, sst2_dir, tiny, tiny_teacher):
     cfg = run_cfg(tmp_path, data_dir=sst2_dir, model=str(tiny), teacher=str(tiny_teacher), sparsity=0.8, epochs=6,
                   lr=1e-3, device="cuda")
-    res = prune.train(cfg, log=quiet)
+    res = prune.run(cfg, log=quiet)
     assert res["masked_sparsity"] == pytest.approx(0.8, abs=1e-4) and res["metrics"]["accuracy"] > 0.75
 
 
@@ -988,14 +1299,14 @@ def test_real_minilm_question_answering_run_with_a_distilled_teacher(tmp_path, s
     path = _minilm_path()
     common = dict(task="squad", data_dir=str(squad_dir), device="cpu", batch_size=8, max_length=96, doc_stride=32)
     teacher = prune.resolve_config(dict(common, model=path, recipe="dense", epochs=1, lr=5e-5, out=str(tmp_path / "t")))
-    prune.train(teacher, log=quiet)
+    prune.run(teacher, log=quiet)
     cfg = prune.resolve_config(dict(common, model=path, teacher=str(tmp_path / "t" / "model"), sparsity=0.5, epochs=3,
                                     base_epochs=1, out=str(tmp_path / "s")))
-    res = prune.train(cfg, log=quiet)
+    res = prune.run(cfg, log=quiet)
     assert set(res["metrics"]) == {"exact_match", "f1"} and 0.0 <= res["metrics"]["f1"] <= 1.0
     assert res["encoder_sparsity"] == pytest.approx(0.5, abs=1e-4)
     cache = torch.load(tmp_path / "s" / "teacher_logits.pt")
-    assert cache.shape[1:] == (2, 96)                     # start and end logits per feature and position
+    assert cache["logits"].shape[1:] == (2, 96) and set(cache["metrics"]) == {"exact_match", "f1"}                     # start and end logits per feature and position
 
 
 def test_real_minilm_multiple_choice_run_on_commonsense_qa_rows(tmp_path):
@@ -1010,7 +1321,7 @@ def test_real_minilm_multiple_choice_run_on_commonsense_qa_rows(tmp_path):
     cfg = prune.resolve_config(dict(task="commonsense_qa", data_dir=str(d), model=_minilm_path(), out=str(tmp_path / "r"),
                                     device="cpu", sparsity=0.5, hardness=0.0, epochs=3, base_epochs=1, batch_size=8,
                                     max_length=48))
-    res = prune.train(cfg, log=quiet)
+    res = prune.run(cfg, log=quiet)
     assert set(res["metrics"]) == {"accuracy"} and res["steps"] == 18
     assert res["encoder_sparsity"] == pytest.approx(0.5, abs=1e-4) and res["head_sparsity"] == 0.0
 

@@ -1,0 +1,227 @@
+"""Speed benchmarks of the README: python tools/bench.py {pruning,step,trainer,sparse} [options].
+
+  pruning   global magnitude masks over a BERT-base-shaped encoder (85M weights), exact, vs torch.kthvalue
+  step      steady-state training steps: GMP* (masks + KD from cached logits) vs the same dense step,
+            eager vs CUDA graphs; samples/s, TFLOP/s (config:bert-base, config:roberta-large: random weights)
+  trainer   the Hugging Face Trainer doing dense fine-tuning of the same model on SST-2 (needs accelerate)
+  sparse    CPU inference of a pruned model, dense vs sparse (prune.sparsify), and file sizes
+
+Each prints one JSON line. Training never imports this file.
+"""
+import argparse
+import functools
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import prune  # noqa: E402
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train_flops(model: nn.Module, batch: int, length: int) -> float:
+    """FLOPs of one training step (forward + backward = 3 x forward): 2 per weight of every linear layer
+    per token, plus the attention products (QK^T and AV: 4 * L^2 * hidden per sequence and layer)."""
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))
+    layers = len(prune.weight_groups(model)["encoder"]) // 6
+    forward = 2 * linear * batch * length + 4 * layers * batch * length * length * model.config.hidden_size
+    return 3.0 * forward
+
+
+def classifier(model_path: str) -> nn.Module:
+    """config:bert-base = BERT-base's shape with random weights (speed only); else a real model."""
+    if model_path.startswith("config:"):  # BERT-base's or RoBERTa-large's shape
+        from transformers import AutoModelForSequenceClassification, BertConfig, RobertaConfig
+        torch.manual_seed(0)
+        config = {"config:bert-base": BertConfig(num_labels=2),
+                  "config:roberta-large": RobertaConfig(vocab_size=50265, hidden_size=1024, num_hidden_layers=24,
+                                                       num_attention_heads=16, intermediate_size=4096,
+                                                       max_position_embeddings=514, num_labels=2)}[model_path]
+        return AutoModelForSequenceClassification.from_config(config, attn_implementation="sdpa")
+    return prune.load_model(prune.resolve_model_path(model_path), "sst2")
+
+
+def bench_step(model_path: str, *, batch: int, length: int, steps: int, masked: bool, graphs: bool,
+               teacher: bool = True, device: str = "cuda" if torch.cuda.is_available() else "cpu") -> dict:
+    """Steady-state training steps on fixed-shape random batches: the student step of GMP* (KD from cached
+    logits, masks enforced) or the same dense step, eager or from CUDA graphs. Returns samples/s and MFU."""
+    dev = torch.device(device)
+    model = classifier(model_path).to(dev).train()
+    recipe = prune.RECIPES["gmp_star"]
+    weights = prune.prunable(model, "encoder") if masked else {}
+    masks = {n: torch.ones_like(w) for n, w in weights.items()}
+    prune.prune(weights, masks, 0.9)
+    n_rows = 64 * batch
+    cache = torch.randn(n_rows, 2, device=dev) if teacher else None
+    kw = dict(lr=recipe["lr"], betas=(recipe["adam_beta1"], recipe["adam_beta2"]), eps=recipe["adam_eps"],
+              weight_decay=recipe["weight_decay"])
+    optimizer = prune.fast_optimizer(model, device=dev, **kw) if graphs else prune.make_optimizer(model, **kw)
+    loss_fn = functools.partial(prune.student_loss, model, kind="classification", teacher_logits=cache,
+                                hardness=1.0 if teacher else 0.0, temperature=recipe["temperature"])
+    step = prune.Step(model, optimizer, weights, masks, loss_fn, max_grad_norm=recipe["max_grad_norm"],
+                      bf16=dev.type == "cuda")
+    if graphs:
+        step = prune.GraphedStep(step, dev)
+    gen = torch.Generator().manual_seed(0)
+    vocab = model.config.vocab_size
+
+    def batch_at(i):
+        ids = torch.randint(1000, vocab, (batch, length), generator=gen)
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids),
+                "labels": torch.randint(0, 2, (batch,), generator=gen),
+                "rows": torch.arange(i * batch, (i + 1) * batch) % n_rows}
+
+    def run(n):
+        for i in range(n):
+            step.micro(prune.to_device(batch_at(i), dev))
+            step.update()
+
+    run(5)  # warm-up (and capture)
+    sync(dev)
+    t0 = time.time()
+    run(steps)
+    sync(dev)
+    dt = (time.time() - t0) / steps
+    return {"samples_per_s": batch / dt, "step_ms": 1000 * dt, "tflops": train_flops(model, batch, length) / dt / 1e12}
+
+
+def bench_pruning(device: str = "cuda" if torch.cuda.is_available() else "cpu", repeats: int = 10) -> dict:
+    """Global magnitude masks over a BERT-base-shaped encoder (85M weights), exact; kthvalue for contrast."""
+    from transformers import BertConfig, BertModel
+    dev = torch.device(device)
+    weights = prune.prunable(BertModel(BertConfig()).to(dev), "encoder")
+    n = sum(w.numel() for w in weights.values())
+
+    def timed(fn):
+        times = []
+        for _ in range(repeats):
+            sync(dev)
+            t0 = time.time()
+            out = fn()
+            sync(dev)
+            times.append(time.time() - t0)
+        return 1000 * sorted(times)[len(times) // 2], out
+
+    ms, masks = timed(lambda: prune.magnitude_masks(weights, 0.9))
+    zeros = sum(int((m == 0).sum()) for m in masks.values())
+    flat = torch.cat([w.detach().abs().flatten() for w in weights.values()])
+    kth_ms, _ = timed(lambda: torch.kthvalue(flat, round(0.9 * n)))
+    return {"weights": n, "masks_ms": ms, "exact": zeros == round(0.9 * n), "kthvalue_ms": kth_ms}
+
+
+def bench_trainer(model_path: str, data_dir: str, *, steps: int, batch: int, out: str) -> dict:
+    """What users run today: Hugging Face Trainer, dense fine-tuning, bf16, dynamic padding (the same
+    tokenization as prune.py). Needs accelerate, which prune.py does not."""
+    try:
+        import accelerate  # noqa: F401
+    except ImportError:
+        raise SystemExit("bench trainer: the Trainer baseline needs accelerate (pip install accelerate)")
+    from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments
+    path = prune.resolve_model_path(model_path)
+    tok = AutoTokenizer.from_pretrained(path)
+    ds = prune.load_splits("sst2", data_dir)["train"]
+    ds = ds.map(lambda b: tok(b["sentence"], truncation=True, max_length=128), batched=True,
+                remove_columns=["sentence", "idx"])
+    args = TrainingArguments(output_dir=out, per_device_train_batch_size=batch, bf16=True, max_steps=steps,
+                             learning_rate=5e-5, report_to=[], save_strategy="no", logging_strategy="no",
+                             disable_tqdm=True)
+    trainer = Trainer(model=prune.load_model(path, "sst2"), args=args, train_dataset=ds,
+                      data_collator=DataCollatorWithPadding(tok))
+    metrics = trainer.train().metrics
+    return {"samples_per_s": steps * batch / metrics["train_runtime"], "train_runtime_s": metrics["train_runtime"]}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="tools/bench.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("what", choices=["pruning", "step", "trainer", "sparse"])
+    p.add_argument("--model", default="minilm", help="path, hub id, minilm, or config:bert-base (random weights)")
+    p.add_argument("--data_dir", default="", help="trainer: SST-2 as train.jsonl[.gz] and validation.jsonl")
+    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--length", type=int, default=128)
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--out", default="runs/bench")
+    p.add_argument("--only", default="", help="step: a comma list of variants (eager_dense, eager_gmp, graph_dense, "
+                                              "graph_gmp, graph_dense_no_kd)")
+    args = p.parse_args(argv)
+    prune.quiet_libraries()
+    env = {"torch": torch.__version__, "transformers": __import__("transformers").__version__,
+           "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
+    if args.what == "pruning":
+        res = bench_pruning()
+    elif args.what == "trainer":
+        res = bench_trainer(args.model, args.data_dir, steps=args.steps, batch=args.batch_size, out=args.out)
+    elif args.what == "sparse":
+        res = bench_sparse(args.model)
+    else:
+        res = {}
+        # dense = the same step (KD from cached logits included) without masks
+        for name, kw in {"eager_dense": dict(masked=False, graphs=False), "eager_gmp": dict(masked=True, graphs=False),
+                         "graph_dense": dict(masked=False, graphs=True), "graph_gmp": dict(masked=True, graphs=True),
+                         "graph_dense_no_kd": dict(masked=False, graphs=True, teacher=False)}.items():
+            if (kw["graphs"] and not torch.cuda.is_available()) or (args.only and name not in args.only.split(",")):
+                continue
+            res[name] = bench_step(args.model, batch=args.batch_size, length=args.length, steps=args.steps, **kw)
+        if "graph_gmp" in res and "graph_dense" in res:
+            res["mask_overhead"] = res["graph_gmp"]["samples_per_s"] / res["graph_dense"]["samples_per_s"]
+    print(json.dumps({"bench": args.what, "model": args.model, "batch_size": args.batch_size, "length": args.length,
+                      **env, **res}))
+    return 0
+
+
+def _forward_ms(model: nn.Module, batch: int, length: int, repeats: int) -> tuple:
+    ids = torch.randint(1000, model.config.vocab_size, (batch, length), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+        runs = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            model(input_ids=ids, attention_mask=torch.ones_like(ids))
+            runs.append(time.perf_counter() - t0)
+    return 1000 * sorted(runs)[repeats // 2], logits
+
+
+def bench_sparse(model_path: str, sparsities=(0.8, 0.9, 0.97)) -> dict:
+    """CPU inference (fp32, this machine's threads): forward latency at batch 1 x 128 tokens and throughput at
+    32 x 128, dense vs prune.sparsify (each layer CSR where measured faster), on masks from global magnitude
+    pruning of the encoder; the largest logit difference; file sizes dense fp32 / fp16 and compressed."""
+    out = {"threads": torch.get_num_threads()}
+    for s in sparsities:
+        model = classifier(model_path).eval()
+        weights = prune.prunable(model)
+        masks = {n: torch.ones_like(w) for n, w in weights.items()}
+        prune.prune(weights, masks, s)
+        row = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            model.save_pretrained(tmp)
+            row["dense_fp32_MB"] = (Path(tmp) / "model.safetensors").stat().st_size / 1e6
+            model.half().save_pretrained(tmp)
+            row["dense_fp16_MB"] = (Path(tmp) / "model.safetensors").stat().st_size / 1e6
+            model.float()
+            prune.save_compressed(model, masks, Path(tmp) / "c.safetensors")
+            row["compressed_fp32_MB"] = (Path(tmp) / "c.safetensors").stat().st_size / 1e6
+            prune.save_compressed(model, masks, Path(tmp) / "c16.safetensors", dtype=torch.float16)
+            row["compressed_fp16_MB"] = (Path(tmp) / "c16.safetensors").stat().st_size / 1e6
+        for name, (batch, repeats) in {"latency_1x128": (1, 15), "throughput_32x128": (32, 3)}.items():
+            dense_ms, dense_logits = _forward_ms(model, batch, 128, repeats)
+            sparse_model = classifier(model_path).eval()
+            sparse_model.load_state_dict(model.state_dict())
+            counts = prune.sparsify(sparse_model, tokens=batch * 128)
+            sparse_ms, sparse_logits = _forward_ms(sparse_model, batch, 128, repeats)
+            row[name] = {"dense_ms": dense_ms, "sparse_ms": sparse_ms, "speedup": dense_ms / sparse_ms, **counts,
+                         "max_logit_diff": float((dense_logits - sparse_logits).abs().max())}
+        out[f"s{s}"] = row
+        print(json.dumps({s: row}), file=sys.stderr, flush=True)
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,291 @@
+"""Tables and pictures of finished runs: python tools/report.py RUNS [--md results.md].
+
+Prints a table of every results.json under RUNS; with --md also writes the paper's tables with our mean and
+spread beside its numbers (Kurtic et al. 2024, Tables 1-4 and the Sparsity May Cry figures). Where matplotlib
+is installed it draws run.png next to each run's results.json (schedule, loss, metric) and the comparison
+figures next to results.md; without it, one line says the pictures were skipped. Training never imports this.
+"""
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import prune  # noqa: E402
+
+# The paper's numbers, in percent: SQuAD F1, MNLI-m and QQP accuracy (Table 1), the ablations (Tables 2-4),
+# RoBERTa-large on CommonsenseQA (Figure 1, read off the figure) and SMC-Bench's own GMP on CSQA.
+PAPER = {
+    "dense": {"squad": 88.5, "mnli": 84.5, "qqp": 91.1, "commonsense_qa": 78.38, "winogrande": 79.01},
+    "gmp_star": {(0.9, 10): {"squad": 86.7, "mnli": 81.9, "qqp": 90.6},
+                 (0.97, 10): {"squad": 81.3, "mnli": 79.1, "qqp": 89.7},
+                 (0.9, 30): {"squad": 87.9, "mnli": 82.7, "qqp": 90.8},
+                 (0.97, 30): {"squad": 85.4, "mnli": 80.9, "qqp": 90.6}},
+    # ablations at 90% / 97%: (task, setting) -> {value: (at 90%, at 97%)}
+    ("squad", "initial_sparsity"): {0.0: (85.2, 77.2), 0.3: (85.5, 77.8), 0.5: (85.8, 78.5), 0.7: (85.8, 79.1)},
+    ("mnli", "lr"): {3e-5: (80.8, 76.3), 5e-5: (81.4, 77.8), 8e-5: (81.9, 78.6), 1e-4: (81.6, 79.3)},
+    ("squad", "hardness"): {0.6: (84.6, 78.4), 0.8: (85.9, 80.1), 0.9: (86.2, 80.7), 1.0: (86.7, 81.0)},
+    ("squad", "temperature"): {1.0: (84.7, 77.3), 2.0: (85.8, 79.0), 5.5: (86.7, 81.0), 8.5: (86.4, 80.9)},
+    "csqa_nokd": {0.6: 64.54, 0.7: 59.79, 0.8: 53.89, 0.9: 38.90},
+    "csqa_kd": {0.6: 69.94, 0.7: 67.24, 0.8: 60.69, 0.9: 46.44},
+    "csqa_smc": {1: 76.00, 2: 72.40, 3: 63.96, 4: 19.57},   # SMC's own GMP at sparsity 1 - 0.8^k, by k
+}
+# The GMP* settings a main-table run must have (the ablation tables vary one of them).
+GMP_DEFAULTS = {k: prune.RECIPES["gmp_star"][k] for k in ("hardness", "temperature", "lr", "initial_sparsity")}
+
+
+def find_results(root: Path) -> list:
+    """Every finished run under root (its results.json), sorted by folder."""
+    out = []
+    for p in sorted(Path(root).rglob("results.json")):
+        r = prune.read_json(p)
+        if r:
+            out.append(dict(r, run=str(p.parent.relative_to(root)), path=str(p.parent)))
+    return out
+
+
+def runs_table(results: list) -> str:
+    """A markdown table of finished runs: the main metric, the teacher's, sparsity by group, time."""
+    head = ("| run | task | recipe | target | metric | value | teacher | encoder | embeddings | head | epochs | "
+            "samples/s | wall time |")
+    rows = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in results:
+        value = r["metrics"].get(r["metric"], float("nan"))
+        teacher = r.get("teacher_metrics", {}).get(r["metric"])
+        rows.append(f"| {r['run']} | {r['task']} | {r['recipe']} | {r['sparsity_target']:.2f} | {r['metric']} | "
+                    f"{value:.4f} | {'' if teacher is None else f'{teacher:.4f}'} | {r['encoder_sparsity']:.4f} | "
+                    f"{r['embeddings_sparsity']:.4f} | {r['head_sparsity']:.4f} | {r['epochs']:g} | "
+                    f"{r['train_samples_per_s']:.0f} | {r['wall_time_s'] / 60:.1f} min |")
+    return "\n".join(rows)
+
+
+def matching(results: list, task: str, recipe: str = "gmp_star", **want) -> list:
+    """The full-data runs of a task and recipe whose config matches want."""
+    out = []
+    for r in results:
+        c = r.get("config", {})
+        if r["task"] != task or c.get("recipe") != recipe or c.get("max_train_samples"):
+            continue
+        if all(k in c and math.isclose(float(c[k]), float(v), rel_tol=1e-6, abs_tol=1e-9) for k, v in want.items()):
+            out.append(r)
+    return out
+
+
+def pick(results: list, task: str, recipe: str = "gmp_star", **want) -> list:
+    """Main-metric values (percent) of the matching runs."""
+    return [100 * r["metrics"][r["metric"]] for r in matching(results, task, recipe, **want)]
+
+
+def cell(vals: list) -> str:
+    """mean +- std (n) over seeds, blank when there is no run."""
+    if not vals:
+        return ""
+    if len(vals) == 1:
+        return f"{vals[0]:.1f}"
+    return f"{np.mean(vals):.1f} ± {np.std(vals, ddof=1):.1f} ({len(vals)})"
+
+
+def paper_cell(value) -> str:
+    return "" if value is None else f"{value:.1f}"
+
+
+def results_markdown(results: list, figures: list = ()) -> str:
+    """results.md: each table of the paper with our numbers beside its own, the figures, then every run."""
+    md = ["# Results", "", "Our numbers: mean ± std (number of seeds) of the main metric, in percent, over the runs "
+          "under the runs folder (`python tools/report.py RUNS --md results.md`). Paper: Kurtic et al. 2024. "
+          "Blank: not run yet.", ""]
+    big = ("squad", "mnli", "qqp")
+    md += ["## BERT-base: SQuAD F1 / MNLI-m accuracy / QQP accuracy (Table 1)", "",
+           "| method | sparsity | epochs | " + " | ".join(f"{t} ours | {t} paper" for t in big) + " |",
+           "|---|---|---|" + "---|---|" * len(big)]
+    md.append("| dense teacher | 0% | - | " + " | ".join(
+        f"{cell(pick(results, t, 'dense'))} | {paper_cell(PAPER['dense'][t])}" for t in big) + " |")
+    for s in (0.8, 0.9, 0.97):
+        for e in (10, 30):
+            paper = PAPER["gmp_star"].get((s, e), {})
+            md.append(f"| GMP* | {s:.0%} | {e} | " + " | ".join(
+                f"{cell(pick(results, t, sparsity=s, epochs=e, **GMP_DEFAULTS))} | {paper_cell(paper.get(t))}"
+                for t in big) + " |")
+    md += ["", "## GLUE at 90%, 10 epochs (the paper reports only MNLI and QQP)", "",
+           "| task | metric | teacher | GMP* 90% | all metrics of the first seed |", "|---|---|---|---|---|"]
+    for task in ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"):
+        runs = matching(results, task, sparsity=0.9, epochs=10, **GMP_DEFAULTS)
+        extra = ", ".join(f"{k} {100 * v:.1f}" for k, v in runs[0]["metrics"].items()) if runs else ""
+        md.append(f"| {task} | {prune.TASKS[task]['metric']} | {cell(pick(results, task, 'dense'))} | "
+                  f"{cell([100 * r['metrics'][r['metric']] for r in runs])} | {extra} |")
+    for (task, key), table in ((k, v) for k, v in PAPER.items() if isinstance(k, tuple)):
+        md += ["", f"## Ablation: {key} ({task}, 10 epochs)", "",
+               f"| {key} | 90% ours | 90% paper | 97% ours | 97% paper |", "|---|---|---|---|---|"]
+        for value, (p90, p97) in table.items():
+            want = dict(GMP_DEFAULTS, **{key: value})
+            md.append(f"| {value:g} | {cell(pick(results, task, sparsity=0.9, epochs=10, **want))} | {p90} | "
+                      f"{cell(pick(results, task, sparsity=0.97, epochs=10, **want))} | {p97} |")
+    md += smc_markdown(results)
+    md += [line for f in figures for line in ("", f"![{Path(f).stem}]({Path(f).name})")]
+    md += ["", "## Every run", "", runs_table(results), ""]
+    return "\n".join(md)
+
+
+def smc_markdown(results: list) -> list:
+    md = ["", "## Sparsity May Cry: RoBERTa-large, dev accuracy", "",
+          f"Dense teacher: CSQA ours {cell(pick(results, 'commonsense_qa', 'dense'))}, paper "
+          f"{PAPER['dense']['commonsense_qa']}; WinoGrande ours {cell(pick(results, 'winogrande', 'dense'))}, paper "
+          f"{PAPER['dense']['winogrande']}.", "",
+          "| task | encoder sparsity | GMP*, no KD ours | paper | GMP* + KD ours | paper |", "|---|---|---|---|---|---|"]
+    for task in ("commonsense_qa", "winogrande"):
+        for s in (0.6, 0.7, 0.8, 0.9):
+            p = task == "commonsense_qa"
+            md.append(f"| {task} | {s:.0%} | {cell(pick(results, task, hardness=0.0, sparsity=s))} | "
+                      f"{paper_cell(PAPER['csqa_nokd'][s] if p else None)} | "
+                      f"{cell(pick(results, task, hardness=1.0, sparsity=s))} | "
+                      f"{paper_cell(PAPER['csqa_kd'][s] if p else None)} |")
+    md += ["", "SMC's own GMP (`smc` recipe: encoder, embeddings and head under one global magnitude threshold, "
+           "one short schedule, no KD) on SMC's grid 1 - 0.8^k:", "",
+           "| task | sparsity (all 2-D weights) | ours | SMC paper |", "|---|---|---|---|"]
+    for task in ("commonsense_qa", "winogrande"):
+        for k, s in enumerate(prune.SMC_SPARSITIES, 1):
+            paper = PAPER["csqa_smc"].get(k) if task == "commonsense_qa" else None
+            md.append(f"| {task} | {s:.1%} | {cell(pick(results, task, 'smc', sparsity=s))} | {paper_cell(paper)} |")
+    return md
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Pictures (matplotlib, optional)
+
+def pyplot():
+    """matplotlib's pyplot on the Agg backend, or None (one line says so) where it is not installed."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("report: matplotlib is not installed: pictures skipped (pip install matplotlib)", file=sys.stderr)
+        return None
+    return plt
+
+
+def planned_schedule(results: dict) -> tuple:
+    """Per optimizer step: the sparsity of the masks and the LR the run's config plans (prune.make_plan)."""
+    plan = prune.make_plan(results["config"], results["steps_per_epoch"])
+    steps = np.arange(plan.total_steps)
+    sparsity, current, prune_steps = [], 0.0, set(plan.prune_steps)
+    for t in steps:
+        current = plan.sparsity_at(int(t)) if t in prune_steps else current
+        sparsity.append(current)
+    return steps, np.array(sparsity), np.array([plan.lr_at(int(t)) for t in steps]), plan
+
+
+def draw_run(run_dir: Path, plt) -> Path:
+    """run.png: sparsity and LR against the optimizer step (planned lines, logged points), the training loss and
+    the evaluation metric at each cycle end, the pruning window shaded and the target marked."""
+    results = json.loads((run_dir / "results.json").read_text())
+    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.strip()]
+    steps, sparsity, lr, plan = planned_schedule(results)
+    metric = results["metric"]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    top.plot(steps, sparsity, color="tab:red", label="sparsity (planned)")
+    top.plot([e["step"] for e in log], [e["sparsity"] for e in log], ".", color="tab:red", ms=3,
+             label="sparsity (logged)")
+    top.axhline(results["sparsity_target"], color="tab:red", ls=":", lw=1, label="target")
+    top.set_ylabel("sparsity")
+    top.set_ylim(-0.02, 1.0)
+    lr_axis = top.twinx()
+    lr_axis.plot(steps, lr, color="tab:blue", lw=1, label="learning rate")
+    lr_axis.set_ylabel("learning rate")
+    bottom.plot([e["step"] for e in log], [e["loss"] for e in log], color="tab:gray", label="training loss")
+    bottom.set_ylabel("training loss")
+    bottom.set_xlabel("optimizer step")
+    evals = [e for e in log if "eval" in e]
+    metric_axis = bottom.twinx()
+    metric_axis.plot([e["step"] for e in evals], [e["eval"][metric] for e in evals], "o-", color="tab:green",
+                     label=f"{metric} (eval)")
+    metric_axis.set_ylabel(metric)
+    for ax in (top, bottom):
+        if plan.prune_steps:
+            ax.axvspan(plan.prune_steps[0], plan.prune_steps[-1], color="tab:orange", alpha=0.12)
+    handles = [h for ax in (top, lr_axis) for h in ax.get_legend_handles_labels()[0]]
+    top.legend(handles=handles, fontsize=7, loc="center right")
+    bottom.legend(handles=[h for ax in (bottom, metric_axis) for h in ax.get_legend_handles_labels()[0]], fontsize=7,
+                  loc="center right")
+    fig.suptitle(f"{results['task']} · {results['recipe']} · target {results['sparsity_target']:g} · seed "
+                 f"{results['seed']} · final {metric} {results['metrics'][metric]:.4f} (shaded: pruning window)",
+                 fontsize=9)
+    fig.tight_layout()
+    path = run_dir / "run.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def draw_comparisons(results: list, folder: Path, plt) -> list:
+    """The paper's comparison figures where the runs exist: CSQA accuracy against sparsity (GMP* with and
+    without KD, SMC-Bench's recipe, and the published points), and SQuAD F1 against the KD temperature."""
+    written = []
+    if any(r["task"] == "commonsense_qa" for r in results):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for label, key, want in (("GMP* + KD", "csqa_kd", dict(hardness=1.0)), ("GMP*, no KD", "csqa_nokd",
+                                                                                 dict(hardness=0.0))):
+            xs = [s for s in (0.6, 0.7, 0.8, 0.9) if pick(results, "commonsense_qa", sparsity=s, **want)]
+            line = ax.plot(xs, [np.mean(pick(results, "commonsense_qa", sparsity=s, **want)) for s in xs], "o-",
+                           label=f"{label} (ours)")
+            ax.plot(list(PAPER[key]), list(PAPER[key].values()), "x--", color=line[0].get_color(),
+                    label=f"{label} (paper)")
+        xs = [s for s in prune.SMC_SPARSITIES if pick(results, "commonsense_qa", "smc", sparsity=s)]
+        ax.plot(xs, [np.mean(pick(results, "commonsense_qa", "smc", sparsity=s)) for s in xs], "s-",
+                label="SMC's GMP (ours)")
+        ax.plot([prune.SMC_SPARSITIES[k - 1] for k in PAPER["csqa_smc"]], list(PAPER["csqa_smc"].values()), "+--",
+                label="SMC's GMP (SMC paper)")
+        ax.set(xlabel="sparsity", ylabel="CSQA dev accuracy (%)", title="CommonsenseQA, RoBERTa-large")
+        ax.legend(fontsize=7)
+        written.append(_save(fig, folder / "results_smc.png", plt))
+    table = PAPER[("squad", "temperature")]
+    if any(matching(results, "squad", sparsity=s, temperature=t) for t in table for s in (0.9, 0.97)):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for i, s in enumerate((0.9, 0.97)):
+            want = {k: v for k, v in GMP_DEFAULTS.items() if k != "temperature"}
+            xs = [t for t in table if pick(results, "squad", sparsity=s, epochs=10, temperature=t, **want)]
+            line = ax.plot(xs, [np.mean(pick(results, "squad", sparsity=s, epochs=10, temperature=t, **want))
+                                for t in xs], "o-", label=f"{s:.0%} (ours)")
+            ax.plot(list(table), [v[i] for v in table.values()], "x--", color=line[0].get_color(),
+                    label=f"{s:.0%} (paper)")
+        ax.set(xlabel="KD temperature T", ylabel="SQuAD F1 (%)", title="KD temperature ablation, BERT-base")
+        ax.legend(fontsize=7)
+        written.append(_save(fig, folder / "results_temperature.png", plt))
+    return written
+
+
+def _save(fig, path: Path, plt) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="tools/report.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("root", help="a folder of runs (every results.json under it)")
+    p.add_argument("--md", default="", help="also write the paper comparison (results.md) here")
+    p.add_argument("--no-pictures", action="store_true", help="tables only")
+    args = p.parse_args(argv)
+    results = find_results(Path(args.root))
+    if not results:
+        print(f"report: no results.json under {args.root}", file=sys.stderr)
+        return 2
+    print(runs_table(results))
+    plt = None if args.no_pictures else pyplot()
+    if plt is not None:
+        for r in results:
+            if (Path(r["path"]) / "log.jsonl").exists():
+                draw_run(Path(r["path"]), plt)
+    if args.md:
+        figures = draw_comparisons(results, Path(args.md).resolve().parent, plt) if plt is not None else []
+        Path(args.md).write_text(results_markdown(results, figures))
+        print(f"wrote {args.md}" + "".join(f", {Path(f).name}" for f in figures), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
