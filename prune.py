@@ -1656,6 +1656,7 @@ def eval_main(argv: list) -> int:
     p.add_argument("--sparse", action="store_true", help="CSR pruned linears (prune.sparsify); CPU only")
     p.add_argument("--max_eval_samples", type=int, default=0, help="score this many rows (0: all)")
     p.add_argument("--batch_size", type=int, default=128, help="rows per batch")
+    p.add_argument("--max_length", type=int, default=0, help="tokens per row (default: the task's GMP* recipe)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     args = p.parse_args(argv)
     if args.task not in TASKS:
@@ -1670,8 +1671,8 @@ def eval_main(argv: list) -> int:
     device = torch.device(args.device)
     model = model.to(device).eval()
     spec = TASKS[args.task]
-    evals = {s: (encode(args.task, ds, tokenizer, int(model.config.max_position_embeddings), spec.get("doc_stride", 128)), ds)
-             for s, ds in splits.items()}
+    length = args.max_length or {**RECIPES["gmp_star"], **TASK_RECIPES.get(args.task, {}).get("gmp_star", {})}["max_length"]
+    evals = {s: (encode(args.task, ds, tokenizer, length, spec.get("doc_stride", 128)), ds) for s, ds in splits.items()}
     enc = next(iter(evals.values()))[0]   # CSR where it is faster at this evaluation's tokens per batch
     tokens = int(args.batch_size * np.mean(enc["lengths"]) * (enc["lengths"].shape[1] if enc["lengths"].ndim > 1 else 1))
     swapped = {**sparsity_report(model), **(sparsify(model, tokens=min(tokens, 8192)) if args.sparse else {})}
