@@ -444,6 +444,29 @@ def test_report_draws_each_run_as_a_png_from_its_log(pruned_run, tmp_path):
     assert lr[0] == lr[plan.cycle_steps] == 1e-4
 
 
+def test_report_draws_the_paper_comparisons_where_the_runs_exist(tmp_path):
+    """Synthetic results.json files (made up here, only to test the figures' plumbing): CSQA against sparsity
+    (GMP* with and without KD, SMC's recipe) and SQuAD against the KD temperature, embedded in results.md."""
+    plt = report.pyplot()
+    if plt is None:
+        pytest.skip("matplotlib is not installed")
+    def fake(name, task, recipe, metric, value, **cfg):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(dict(
+            task=task, recipe=recipe, sparsity_target=cfg["sparsity"], metric=metric, metrics={metric: value},
+            encoder_sparsity=cfg["sparsity"], embeddings_sparsity=0.0, head_sparsity=0.0, epochs=10,
+            train_samples_per_s=1.0, wall_time_s=60.0, config=dict(recipe=recipe, **cfg))))
+    fake("csqa-kd", "commonsense_qa", "gmp_star", "accuracy", 0.70, sparsity=0.6, hardness=1.0)
+    fake("csqa-smc", "commonsense_qa", "smc", "accuracy", 0.75, sparsity=prune.SMC_SPARSITIES[0])
+    fake("squad-t2", "squad", "gmp_star", "f1", 0.85, sparsity=0.9, epochs=10, temperature=2.0, hardness=1.0,
+         lr=1e-4, initial_sparsity=0.7)
+    results = report.find_results(tmp_path)
+    figures = report.draw_comparisons(results, tmp_path, plt)
+    assert [f.name for f in figures] == ["results_smc.png", "results_temperature.png"]
+    assert all(f.read_bytes()[:4] == b"\x89PNG" for f in figures)
+    assert "![results_smc](results_smc.png)" in report.results_markdown(results, figures)
+
+
 def test_training_code_never_imports_matplotlib_or_the_tools():
     for name in ("prune.py", "kd.py", "schedule.py"):
         text = (HERE / name).read_text()
