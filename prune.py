@@ -330,10 +330,7 @@ def resolve_config(overrides: dict) -> dict:
     if cfg["recipe"] not in RECIPES:
         raise UsageError(f"unknown recipe '{cfg['recipe']}'; known: {', '.join(RECIPES)}")
     task = TASKS[cfg["task"]]
-    cfg.update(RECIPES[cfg["recipe"]])
-    cfg.update(TASK_RECIPES.get(cfg["task"], {}).get(cfg["recipe"], {}))
-    if task["kind"] == "qa":
-        cfg["doc_stride"] = task["doc_stride"]
+    cfg.update(recipe_defaults(cfg["task"], cfg["recipe"]))
     unused = sorted(k for k, v in overrides.items() if k not in cfg and v is not None)
     if unused:
         raise UsageError(f"--{unused[0]} is not a setting of recipe '{cfg['recipe']}' on task {cfg['task']} "
@@ -345,6 +342,12 @@ def resolve_config(overrides: dict) -> dict:
         cfg["epochs"] = schedule.scaled_epochs(cfg["sparsity"], cfg["base_epochs"])
     check_phases(cfg)
     return cfg
+
+
+def recipe_defaults(task: str, recipe: str) -> dict:
+    """The recipe's fields with the task's changes (and SQuAD's doc_stride): the defaults of a run."""
+    fields = {**RECIPES[recipe], **TASK_RECIPES.get(task, {}).get(recipe, {})}
+    return {**fields, "doc_stride": TASKS[task]["doc_stride"]} if TASKS[task]["kind"] == "qa" else fields
 
 
 def check_config(cfg: dict, explicit: set = frozenset()) -> None:
@@ -997,7 +1000,7 @@ def run(cfg: dict, log: Callable = print) -> dict:
         atomic_save({"logits": teacher.logits.cpu(), "metrics": teacher.metrics}, out / "teacher_logits.pt")
 
     weights = prunable(model, cfg.get("scope", "encoder"))
-    masks = {n: torch.ones_like(w) for n, w in weights.items()}
+    masks = {n: torch.ones_like(w) for n, w in weights.items()} if plan.prune_steps else {}  # dense: no mask passes
     opt_kw = dict(lr=cfg["lr"], betas=(cfg["adam_beta1"], cfg["adam_beta2"]), eps=cfg["adam_eps"],
                   weight_decay=cfg["weight_decay"])
     optimizer = fast_optimizer(model, device=device, **opt_kw) if fast else make_optimizer(model, **opt_kw)
@@ -1525,8 +1528,7 @@ def model_card(results: dict) -> str:
 
 def command_line(cfg: dict) -> str:
     """The prune.py command of a resolved config: task, model, out, and every setting off its default."""
-    defaults = {**RUN_DEFAULTS, **RECIPES[cfg["recipe"]], **TASK_RECIPES.get(cfg["task"], {}).get(cfg["recipe"], {}),
-                **TASKS[cfg["task"]]}
+    defaults = {**RUN_DEFAULTS, **recipe_defaults(cfg["task"], cfg["recipe"])}
     if cfg["recipe"] == "gmp_star":
         defaults["epochs"] = schedule.scaled_epochs(cfg["sparsity"], cfg["base_epochs"])
     return "python prune.py " + " ".join(f"--{k} {v}" for k, v in cfg.items() if k in FLAGS and (
@@ -1671,7 +1673,7 @@ def eval_main(argv: list) -> int:
     device = torch.device(args.device)
     model = model.to(device).eval()
     spec = TASKS[args.task]
-    length = args.max_length or {**RECIPES["gmp_star"], **TASK_RECIPES.get(args.task, {}).get("gmp_star", {})}["max_length"]
+    length = args.max_length or recipe_defaults(args.task, "gmp_star")["max_length"]
     evals = {s: (encode(args.task, ds, tokenizer, length, spec.get("doc_stride", 128)), ds) for s, ds in splits.items()}
     enc = next(iter(evals.values()))[0]   # CSR where it is faster at this evaluation's tokens per batch
     tokens = int(args.batch_size * np.mean(enc["lengths"]) * (enc["lengths"].shape[1] if enc["lengths"].ndim > 1 else 1))
