@@ -190,32 +190,48 @@ def magnitude_masks(weights: dict, sparsity: float, *, criterion: str = "global"
 
 
 @torch.no_grad()
-def prune(weights: dict, masks: dict, sparsity: float, criterion: str = "global") -> None:
-    """One pruning step: recompute the masks in place at the scheduled sparsity and zero the pruned weights."""
+def prune(weights: dict, masks: dict, sparsity: float, criterion: str = "global", optimizer=None) -> None:
+    """One pruning step: recompute the masks in place at the scheduled sparsity, then zero the pruned weights
+    and (given the optimizer) their moments."""
     if not masks:
         return
     new = magnitude_masks(weights, sparsity, criterion=criterion, masks=masks)
     for n, m in masks.items():
         m.copy_(new[n])
-    torch._foreach_mul_([weights[n] for n in masks], list(masks.values()))
+    zero_pruned(weights, masks, optimizer)
+
+
+@torch.no_grad()
+def zero_pruned(weights: dict, masks: dict, optimizer=None) -> None:
+    """Pruned weights set to zero, and with them their optimizer state (AdamW's moments). A pruned weight then
+    stays exactly zero under masked_update with no pass over the weights after each step: its gradient is
+    masked, so m = v = 0 and AdamW's update m / (sqrt(v) + eps) is 0, and decay of a zero weight is 0."""
+    tensors, factors = [], []
+    for n, m in masks.items():
+        w = weights[n]
+        state = optimizer.state.get(w, {}) if optimizer is not None else {}
+        for t in [w] + [v for v in state.values() if torch.is_tensor(v) and v.shape == w.shape]:
+            tensors.append(t)
+            factors.append(m)
+    if tensors:
+        torch._foreach_mul_(tensors, factors)
 
 
 # ==========================================================================================================
-# 4. The masked update: the only code that touches gradients, weights and the optimizer for the masks.
+# 4. The masked update: the only code that touches the masks at each step.
 
 @torch.no_grad()
 def masked_update(optimizer: torch.optim.Optimizer, params: list, weights: dict, masks: dict,
                   max_grad_norm: float) -> None:
-    """Gradients of pruned weights zeroed before the step, the weights re-zeroed after it (AdamW momentum and
-    weight decay cannot move a pruned weight off zero), then the gradients cleared for the next step."""
+    """Gradients of pruned weights zeroed before clipping and the AdamW step, then all gradients cleared for
+    the next step. One pass over the masked weights per step: prune() zeroed the pruned weights and their
+    AdamW moments, which a zero gradient keeps at zero (tested bit for bit, weight decay on, CPU and GPU)."""
     names = [n for n in masks if weights[n].grad is not None]
     if names:
         torch._foreach_mul_([weights[n].grad for n in names], [masks[n] for n in names])
     if max_grad_norm > 0:
         torch.nn.utils.clip_grad_norm_(params, max_grad_norm, foreach=True)
     optimizer.step()
-    if masks:
-        torch._foreach_mul_([weights[n] for n in masks], list(masks.values()))
     optimizer.zero_grad(set_to_none=False)  # zeros in place: the same memory every step (CUDA graphs)
 
 
@@ -278,7 +294,7 @@ def train(step: Step, plan: Plan, batches: Callable[[int], list], *, weights: di
     prune_steps = set(plan.prune_steps)
     for t in range(first_step, plan.total_steps):
         if t in prune_steps:                             # cubic schedule, 70% first, 10 steps per epoch
-            prune(weights, masks, plan.sparsity_at(t), criterion)
+            prune(weights, masks, plan.sparsity_at(t), criterion, step.optimizer)
         step.set_lr(plan.lr_at(t))                      # 1e-4 -> 1e-6 in each cycle, rewound every cycle
         loss = sum(step.micro(b) for b in batches(t))   # the distillation loss, forward and backward
         step.update()                                   # the masked AdamW update
@@ -1007,6 +1023,7 @@ def run(cfg: dict, log: Callable = print) -> dict:
     first_step, stats = 0, {}
     if state == "resume":
         first_step, stats = load_checkpoint(out, model, optimizer, masks, device)
+        zero_pruned(weights, masks, optimizer)  # a no-op, except on checkpoints of versions that kept moments
         log(f"resumed {out} at step {first_step}")
     spec = TASKS[cfg["task"]]
     loss_fn = functools.partial(student_loss, model, kind=spec["kind"], teacher_logits=teacher.logits,
@@ -1126,12 +1143,20 @@ class Monitor:
         self.loss_sum.zero_()
         self.loss_count = 0
         if cycle_end or time.time() - self.last_ckpt > 60 * cfg["checkpoint_minutes"]:
+            if pruned_nonzero(self.model, self.masks):  # the invariant masked_update relies on, checked cheaply
+                raise TrainingError(f"{pruned_nonzero(self.model, self.masks)} pruned weights are not zero at "
+                                    f"step {done}; last good checkpoint: {latest_checkpoint(self.out) or 'none'}")
             save_checkpoint(self.out, done, self.model, self.optimizer, self.masks, cfg["keep_checkpoints"],
                             self.totals(), self.device)
             self.last_ckpt = time.time()
 
     def close(self) -> None:
         self.file.close()
+
+
+def pruned_nonzero(model: nn.Module, masks: dict) -> int:
+    """How many weights under a zero mask are not zero (0 while the masks hold)."""
+    return sum(int(((m == 0) & (model.get_parameter(n) != 0)).sum()) for n, m in masks.items())
 
 
 def sparsity_of(tensors) -> float:
@@ -1303,11 +1328,11 @@ def fast_optimizer(model: nn.Module, *, device: torch.device, lr: float, **kwarg
 class GraphedStep:
     """Step.micro and Step.update captured as CUDA graphs and replayed: one graph per batch shape for forward
     and backward, one for the masked update (masked_update itself). Inputs are copied into static buffers;
-    pruning writes the mask tensors in place, so the graphs read the new masks."""
+    pruning writes the mask and optimizer tensors in place, so the graphs read the new masks."""
     pad_multiple = 32
 
     def __init__(self, step: Step, device: torch.device):
-        self.step, self.device = step, device
+        self.step, self.device, self.optimizer = step, device, step.optimizer
         self.graphs, self.static, self.losses, self.update_graph = {}, {}, {}, None
         self.pool = torch.cuda.graph_pool_handle()
         opt = step.optimizer

@@ -321,31 +321,43 @@ def test_smc_scope_masks_embeddings_and_head(tiny):
     assert not any(p.dim() < 2 for p in everything.values())  # never a bias or a LayerNorm
 
 
-def test_pruned_weights_stay_zero_under_adamw_momentum_and_weight_decay(tiny):
-    model = _tiny_cls(tiny)
+@pytest.mark.parametrize("where", ["cpu", "cuda-graphs"])
+def test_pruned_weights_stay_bit_exactly_zero_with_one_mask_pass_per_step(tiny, where):
+    """prune() zeroes the pruned weights and their AdamW moments; masked_update then masks only the gradients
+    (no pass over the weights after the step). Weight decay on, momentum built before pruning, 60 steps."""
+    if where != "cpu" and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    device = torch.device("cpu" if where == "cpu" else "cuda")
+    torch.manual_seed(0)
+    model = _tiny_cls(tiny).to(device).train()
     weights = prune.prunable(model)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
-    x = torch.randint(5, 20, (8, 12))
-    y = torch.randint(0, 2, (8,))
-
-    def step():
-        model(input_ids=x, labels=y).loss.backward()
-
-    for _ in range(5):  # build momentum first
-        step()
-        opt.step()
-        opt.zero_grad()
+    kw = dict(lr=1e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.1)
+    opt = prune.make_optimizer(model, **kw) if where == "cpu" else prune.fast_optimizer(model, device=device, **kw)
+    x = torch.randint(5, 20, (8, 12), device=device)
+    y = torch.randint(0, 2, (8,), device=device)
     masks = {n: torch.ones_like(w) for n, w in weights.items()}
-    prune.prune(weights, masks, 0.8)
-    params = list(model.parameters())
-    for _ in range(30):
-        step()
-        prune.masked_update(opt, params, weights, masks, max_grad_norm=1.0)
-        assert all(bool((w[masks[n] == 0] == 0).all()) for n, w in weights.items())
-    # the property is not vacuous: the same momentum moves pruned weights when the masks are not enforced
-    step()
-    opt.step()
-    assert any(bool((w[masks[n] == 0] != 0).any()) for n, w in weights.items())
+    step = prune.Step(model, opt, weights, masks, lambda b: model(input_ids=x, labels=y).loss, max_grad_norm=1.0)
+    if where != "cpu":
+        step = prune.GraphedStep(step, device)
+    for _ in range(5):  # build momentum first
+        step.micro({"input_ids": x})
+        step.update()
+    prune.prune(weights, masks, 0.5, optimizer=step.optimizer)
+    before = {n: w.detach().clone() for n, w in weights.items()}
+    for t in range(60):
+        if t == 30:
+            prune.prune(weights, masks, 0.8, optimizer=step.optimizer)
+        step.micro({"input_ids": x})
+        step.update()
+        assert prune.pruned_nonzero(model, masks) == 0, t
+    assert all(bool((opt.state[w][k][masks[n] == 0] == 0).all()) for n, w in weights.items()
+               for k in ("exp_avg", "exp_avg_sq"))
+    assert any(bool((w[masks[n] == 1] != before[n][masks[n] == 1]).any()) for n, w in weights.items())  # it trained
+    # not vacuous: pruning without clearing the moments lets AdamW move pruned weights off zero
+    prune.prune(weights, masks, 0.9)
+    step.micro({"input_ids": x})
+    step.update()
+    assert prune.pruned_nonzero(model, masks) > 0
 
 
 def test_masks_survive_a_bit_packed_round_trip(tmp_path):
@@ -1219,6 +1231,15 @@ def test_no_model_is_written_when_the_measured_sparsity_misses_the_target(tmp_pa
     monkeypatch.setattr(prune, "magnitude_masks", lambda w, s, **kw: real(w, s * 0.9, **kw))  # a buggy pruner
     cfg = run_cfg(tmp_path, data_dir=sst2_dir, model=str(tiny), sparsity=0.8, epochs=6, hardness=0.0)
     with pytest.raises(prune.TrainingError, match="is not the target 0.8"):
+        prune.run(cfg, log=quiet)
+    assert not (Path(cfg["out"]) / "model").exists() and not (Path(cfg["out"]) / "results.json").exists()
+
+
+def test_a_pruned_weight_off_zero_stops_the_run_at_its_next_checkpoint(tmp_path, monkeypatch, tiny, sst2_dir):
+    real = prune.zero_pruned
+    monkeypatch.setattr(prune, "zero_pruned", lambda w, m, optimizer=None: real(w, m))  # moments kept: drift
+    cfg = run_cfg(tmp_path, data_dir=sst2_dir, model=str(tiny), sparsity=0.8, epochs=6, hardness=0.0, lr=1e-3)
+    with pytest.raises(prune.TrainingError, match="pruned weights are not zero at step"):
         prune.run(cfg, log=quiet)
     assert not (Path(cfg["out"]) / "model").exists() and not (Path(cfg["out"]) / "results.json").exists()
 
