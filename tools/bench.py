@@ -1,8 +1,10 @@
 """Speed benchmarks of the README: python tools/bench.py {pruning,step,trainer,sparse} [options].
 
   pruning   global magnitude masks over a BERT-base-shaped encoder (85M weights), exact, vs torch.kthvalue
-  step      steady-state training steps: GMP* (masks + KD from cached logits) vs the same dense step,
-            eager vs CUDA graphs; samples/s, TFLOP/s (config:bert-base, config:roberta-large: random weights)
+  step      steady-state training steps: GMP* (masks + KD from cached logits) vs the same dense step, as
+            --fast on / off runs them, and with the loss function compiled by torch.compile (an experiment
+            prune.py does not ship); samples/s, TFLOP/s (config:bert-base, config:roberta-large: random weights)
+  profile   the GPU kernel time of one GMP* step by kind (matmuls, attention, optimizer, casts, ...)
   trainer   the Hugging Face Trainer doing dense fine-tuning of the same model on SST-2 (needs accelerate)
   sparse    CPU inference of a pruned model, dense vs sparse (prune.sparsify), and file sizes
 
@@ -21,6 +23,9 @@ import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import prune  # noqa: E402
+
+
+FAST_MODES = ("on", "off", "compile")  # --fast of prune.py, and the torch.compile experiment
 
 
 def sync(device: torch.device) -> None:
@@ -50,16 +55,18 @@ def classifier(model_path: str) -> nn.Module:
     return prune.load_model(prune.resolve_model_path(model_path), "sst2")
 
 
-def bench_step(model_path: str, *, batch: int, length: int, steps: int, masked: bool, graphs: bool,
+def bench_step(model_path: str, *, batch: int, length: int, steps: int, masked: bool, fast: str,
                teacher: bool = True, device: str = "cuda" if torch.cuda.is_available() else "cpu") -> dict:
     """Steady-state training steps on fixed-shape random batches: the student step of GMP* (KD from cached
-    logits, masks enforced) or the same dense step, eager or from CUDA graphs. Returns samples/s and MFU."""
+    logits, masks enforced) or the same dense step, as --fast on / off runs it, or 'compile': on, with the loss
+    function compiled (forward, loss and backward; one compilation per shape). Returns samples/s and MFU."""
     dev = torch.device(device)
+    torch._dynamo.reset()
+    graphs = fast != "off"
     model = classifier(model_path).to(dev).train()
     recipe = prune.RECIPES["gmp_star"]
     weights = prune.prunable(model, "encoder") if masked else {}
     masks = {n: torch.ones_like(w) for n, w in weights.items()}
-    prune.prune(weights, masks, 0.9)
     n_rows = 64 * batch
     cache = torch.randn(n_rows, 2, device=dev) if teacher else None
     kw = dict(lr=recipe["lr"], betas=(recipe["adam_beta1"], recipe["adam_beta2"]), eps=recipe["adam_eps"],
@@ -67,8 +74,11 @@ def bench_step(model_path: str, *, batch: int, length: int, steps: int, masked: 
     optimizer = prune.fast_optimizer(model, device=dev, **kw) if graphs else prune.make_optimizer(model, **kw)
     loss_fn = functools.partial(prune.student_loss, model, kind="classification", teacher_logits=cache,
                                 hardness=1.0 if teacher else 0.0, temperature=recipe["temperature"])
+    if fast == "compile":  # an experiment, not in prune.py: the loss function (forward, loss, backward) compiled
+        loss_fn = torch.compile(loss_fn, dynamic=False)
     step = prune.Step(model, optimizer, weights, masks, loss_fn, max_grad_norm=recipe["max_grad_norm"],
                       bf16=dev.type == "cuda")
+    prune.prune(weights, masks, 0.9, optimizer=optimizer)
     if graphs:
         step = prune.GraphedStep(step, dev)
     gen = torch.Generator().manual_seed(0)
@@ -85,13 +95,73 @@ def bench_step(model_path: str, *, batch: int, length: int, steps: int, masked: 
             step.micro(prune.to_device(batch_at(i), dev))
             step.update()
 
-    run(5)  # warm-up (and capture)
+    t0 = time.time()
+    run(5)  # warm-up (compilation, capture)
     sync(dev)
+    warmup = time.time() - t0
     t0 = time.time()
     run(steps)
     sync(dev)
     dt = (time.time() - t0) / steps
-    return {"samples_per_s": batch / dt, "step_ms": 1000 * dt, "tflops": train_flops(model, batch, length) / dt / 1e12}
+    return {"samples_per_s": batch / dt, "step_ms": 1000 * dt, "tflops": train_flops(model, batch, length) / dt / 1e12,
+            "warmup_s": warmup, "pruned_nonzero": prune.pruned_nonzero(model, masks)}
+
+
+KERNEL_KINDS = [("matmul", r"gemm|cutlass|nvjet|xmma|sm90_|cublas"), ("attention", r"fmha|flash|sdpa|attention"),
+                ("optimizer", r"FusedOpti|adam"), ("foreach (clip, masks, zero_grad)", r"multi_tensor_apply"),
+                ("triton (compiled, fused)", r"^triton"), ("layernorm", r"layer_norm|LayerNorm|GammaBeta"),
+                ("dtype casts and copies", r"copy"), ("reductions (bias grads, norms)", r"reduce"),
+                ("elementwise (adds, gelu, dropout, masks)", r"elementwise|gelu|dropout|masked_scale|Fill|Memset")]
+
+
+def bench_profile(model_path: str, *, batch: int, length: int, fast: str) -> dict:
+    """Where the GPU time of one GMP* step goes: kernel time per step by kind (torch.profiler over 5 steps,
+    eager launches of the kernels that the CUDA graphs replay; --fast compile compiles the loss function)."""
+    import re
+    from torch.profiler import ProfilerActivity, profile
+    if not torch.cuda.is_available():
+        raise SystemExit("bench profile: needs a CUDA GPU")
+    dev = torch.device("cuda")
+    torch._dynamo.reset()
+    model = classifier(model_path).to(dev).train()
+    recipe = prune.RECIPES["gmp_star"]
+    weights = prune.prunable(model, "encoder")
+    masks = {n: torch.ones_like(w) for n, w in weights.items()}
+    optimizer = prune.fast_optimizer(model, device=dev, lr=recipe["lr"], weight_decay=recipe["weight_decay"])
+    cache = torch.randn(batch, 2, device=dev)
+    loss_fn = functools.partial(prune.student_loss, model, kind="classification", teacher_logits=cache,
+                                hardness=1.0, temperature=recipe["temperature"])
+    if fast == "compile":
+        loss_fn = torch.compile(loss_fn, dynamic=False)
+    step = prune.Step(model, optimizer, weights, masks, loss_fn, max_grad_norm=recipe["max_grad_norm"], bf16=True)
+    prune.prune(weights, masks, 0.9, optimizer=optimizer)
+    ids = torch.randint(1000, model.config.vocab_size, (batch, length), device=dev)
+    b = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids),
+         "labels": torch.randint(0, 2, (batch,), device=dev), "rows": torch.arange(batch, device=dev)}
+    for _ in range(3):
+        step.micro(b)
+        step.update()
+    sync(dev)
+    n = 5
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(n):
+            step.micro(b)
+            step.update()
+        sync(dev)
+    kernels = []
+    for e in prof.key_averages():
+        ms = (getattr(e, "self_device_time_total", 0) or getattr(e, "self_cuda_time_total", 0)) / n / 1000
+        if ms > 0:
+            kernels.append((ms, e.count // n, e.key))
+    kernels.sort(reverse=True)
+    kinds = {}
+    for ms, _, name in kernels:
+        kind = next((k for k, rx in KERNEL_KINDS if re.search(rx, name)), "other")
+        kinds[kind] = kinds.get(kind, 0.0) + ms
+    total = sum(ms for ms, _, _ in kernels)
+    return {"fast": fast, "kernel_ms_per_step": total, "matmul_share": kinds.get("matmul", 0.0) / total,
+            "ms_by_kind": dict(sorted(kinds.items(), key=lambda kv: -kv[1])),
+            "top_kernels": [{"ms": round(ms, 4), "per_step": c, "kernel": name[:100]} for ms, c, name in kernels[:20]]}
 
 
 def bench_pruning(device: str = "cuda" if torch.cuda.is_available() else "cpu", repeats: int = 10) -> dict:
@@ -142,15 +212,16 @@ def bench_trainer(model_path: str, data_dir: str, *, steps: int, batch: int, out
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="tools/bench.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("what", choices=["pruning", "step", "trainer", "sparse"])
+    p.add_argument("what", choices=["pruning", "step", "profile", "trainer", "sparse"])
     p.add_argument("--model", default="minilm", help="path, hub id, minilm, or config:bert-base (random weights)")
     p.add_argument("--data_dir", default="", help="trainer: SST-2 as train.jsonl[.gz] and validation.jsonl")
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--length", type=int, default=128)
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--out", default="runs/bench")
-    p.add_argument("--only", default="", help="step: a comma list of variants (eager_dense, eager_gmp, graph_dense, "
-                                              "graph_gmp, graph_dense_no_kd)")
+    p.add_argument("--only", default="", help="step: a comma list of variants (eager_dense, eager_gmp, on_dense, on_gmp, "
+                                              "compile_dense, compile_gmp, on_dense_no_kd)")
+    p.add_argument("--fast", default="on", choices=FAST_MODES, help="profile: the step of --fast on, or with torch.compile")
     args = p.parse_args(argv)
     prune.quiet_libraries()
     env = {"torch": torch.__version__, "transformers": __import__("transformers").__version__,
@@ -161,17 +232,22 @@ def main(argv=None) -> int:
         res = bench_trainer(args.model, args.data_dir, steps=args.steps, batch=args.batch_size, out=args.out)
     elif args.what == "sparse":
         res = bench_sparse(args.model)
+    elif args.what == "profile":
+        res = bench_profile(args.model, batch=args.batch_size, length=args.length, fast=args.fast)
     else:
         res = {}
         # dense = the same step (KD from cached logits included) without masks
-        for name, kw in {"eager_dense": dict(masked=False, graphs=False), "eager_gmp": dict(masked=True, graphs=False),
-                         "graph_dense": dict(masked=False, graphs=True), "graph_gmp": dict(masked=True, graphs=True),
-                         "graph_dense_no_kd": dict(masked=False, graphs=True, teacher=False)}.items():
-            if (kw["graphs"] and not torch.cuda.is_available()) or (args.only and name not in args.only.split(",")):
+        for name, kw in {"eager_dense": dict(masked=False, fast="off"), "eager_gmp": dict(masked=True, fast="off"),
+                         "on_dense": dict(masked=False, fast="on"), "on_gmp": dict(masked=True, fast="on"),
+                         "compile_dense": dict(masked=False, fast="compile"), "compile_gmp": dict(masked=True, fast="compile"),
+                         "on_dense_no_kd": dict(masked=False, fast="on", teacher=False)}.items():
+            if (kw["fast"] != "off" and not torch.cuda.is_available()) or (args.only and name not in args.only.split(",")):
                 continue
             res[name] = bench_step(args.model, batch=args.batch_size, length=args.length, steps=args.steps, **kw)
-        if "graph_gmp" in res and "graph_dense" in res:
-            res["mask_overhead"] = res["graph_gmp"]["samples_per_s"] / res["graph_dense"]["samples_per_s"]
+            print(json.dumps({name: res[name]}), file=sys.stderr, flush=True)
+        for mode in ("on", "compile"):
+            if f"{mode}_gmp" in res and f"{mode}_dense" in res:
+                res[f"{mode}_mask_overhead"] = res[f"{mode}_gmp"]["samples_per_s"] / res[f"{mode}_dense"]["samples_per_s"]
     print(json.dumps({"bench": args.what, "model": args.model, "batch_size": args.batch_size, "length": args.length,
                       **env, **res}))
     return 0

@@ -18,10 +18,11 @@ import prune  # noqa: E402
 TRAIN_ROWS = {"squad": 88_641, "mnli": 392_702, "qqp": 363_846, "sst2": 67_349, "cola": 8_551, "mrpc": 3_668,
               "stsb": 5_749, "qnli": 104_743, "rte": 2_490, "wnli": 635, "commonsense_qa": 9_741,
               "winogrande": 40_398}
-# Milliseconds per optimizer step, measured (tools/bench.py step, graph_gmp): BERT-base 32 x 128 (GLUE; an upper
-# bound, GLUE batches are padded to their longest row), 16 x 384 (SQuAD), RoBERTa-large 16 x 5 x 80 (CSQA, as 80
-# rows of 80 tokens). WinoGrande's 16 x 2 x 80 is scaled from CSQA by rows (2/5), not measured.
-STEP_MS = {"glue": 13.18, "squad": 18.47, "commonsense_qa": 50.28, "winogrande": 50.28 * 2 / 5}
+# Milliseconds per optimizer step, measured (tools/bench.py step, on_gmp; results/h200/session15 and session14):
+# BERT-base 32 x 128 (GLUE; an upper bound, GLUE batches are padded to their longest row), 16 x 384 (SQuAD),
+# RoBERTa-large 16 x 5 x 80 (CSQA, as 80 rows of 80 tokens; these two before the one-pass masks). WinoGrande's
+# 16 x 2 x 80 is scaled from CSQA by rows (2/5), not measured.
+STEP_MS = {"glue": 12.88, "squad": 18.47, "commonsense_qa": 50.28, "winogrande": 50.28 * 2 / 5}
 
 
 def estimate(args: list) -> tuple:
