@@ -1310,7 +1310,7 @@ def _few_steps(path: Path, enc: dict, graphs: bool, device: torch.device):
         step = prune.GraphedStep(step, device)
     for i, idx in enumerate(prune.make_batches(enc["lengths"], 16, seed=0, epoch=0)[:8]):
         if i in (3, 6):
-            prune.prune(weights, masks, 0.5 if i == 3 else 0.7)
+            prune.prune(weights, masks, 0.5 if i == 3 else 0.7, optimizer=opt)
         step.set_lr(1e-3 * (1 - i / 10))
         step.micro(prune.to_device(prune.collate(enc, idx, 32), device))
         step.update()
