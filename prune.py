@@ -1144,9 +1144,10 @@ class Monitor:
         self.loss_sum.zero_()
         self.loss_count = 0
         if cycle_end or time.time() - self.last_ckpt > 60 * cfg["checkpoint_minutes"]:
-            if pruned_nonzero(self.model, self.masks):  # the invariant masked_update relies on, checked cheaply
-                raise TrainingError(f"{pruned_nonzero(self.model, self.masks)} pruned weights are not zero at "
-                                    f"step {done}; last good checkpoint: {latest_checkpoint(self.out) or 'none'}")
+            moved = pruned_nonzero(self.model, self.masks)  # the invariant masked_update relies on, checked cheaply
+            if moved:
+                raise TrainingError(f"{moved} pruned weights are not zero at step {done}; last good checkpoint: "
+                                    f"{latest_checkpoint(self.out) or 'none'}")
             save_checkpoint(self.out, done, self.model, self.optimizer, self.masks, cfg["keep_checkpoints"],
                             self.totals(), self.device)
             self.last_ckpt = time.time()

@@ -55,44 +55,51 @@ def classifier(model_path: str) -> nn.Module:
     return prune.load_model(prune.resolve_model_path(model_path), "sst2")
 
 
+def gmp_step(model_path: str, dev: torch.device, *, batch: int, masked: bool, fast: str, graphs: bool,
+             teacher: bool = True) -> tuple:
+    """(model, masks, step) of the student step of GMP* (KD from cached logits of 64 batches of rows, encoder
+    masks at 90%) or the same dense step: the fused AdamW when fast is not 'off', replayed from CUDA graphs when
+    graphs; 'compile' compiles the loss function (forward, loss, backward), an experiment prune.py does not ship."""
+    torch._dynamo.reset()
+    model = classifier(model_path).to(dev).train()
+    recipe = prune.RECIPES["gmp_star"]
+    weights = prune.prunable(model, "encoder") if masked else {}
+    masks = {n: torch.ones_like(w) for n, w in weights.items()}
+    cache = torch.randn(64 * batch, 2, device=dev) if teacher else None
+    kw = dict(lr=recipe["lr"], betas=(recipe["adam_beta1"], recipe["adam_beta2"]), eps=recipe["adam_eps"],
+              weight_decay=recipe["weight_decay"])
+    optimizer = prune.make_optimizer(model, **kw) if fast == "off" else prune.fast_optimizer(model, device=dev, **kw)
+    loss_fn = functools.partial(prune.student_loss, model, kind="classification", teacher_logits=cache,
+                                hardness=1.0 if teacher else 0.0, temperature=recipe["temperature"])
+    if fast == "compile":
+        loss_fn = torch.compile(loss_fn, dynamic=False)
+    step = prune.Step(model, optimizer, weights, masks, loss_fn, max_grad_norm=recipe["max_grad_norm"],
+                      bf16=dev.type == "cuda")
+    prune.prune(weights, masks, 0.9, optimizer=optimizer)
+    return model, masks, prune.GraphedStep(step, dev) if graphs else step
+
+
+def random_batch(gen: torch.Generator, vocab: int, batch: int, length: int, i: int) -> dict:
+    """Batch i of fixed shape: random tokens and labels, teacher rows i * batch ... of the 64-batch cache."""
+    ids = torch.randint(1000, vocab, (batch, length), generator=gen)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids),
+            "labels": torch.randint(0, 2, (batch,), generator=gen),
+            "rows": torch.arange(i * batch, (i + 1) * batch) % (64 * batch)}
+
+
 def bench_step(model_path: str, *, batch: int, length: int, steps: int, masked: bool, fast: str,
                teacher: bool = True, device: str = "cuda" if torch.cuda.is_available() else "cpu") -> dict:
     """Steady-state training steps on fixed-shape random batches: the student step of GMP* (KD from cached
     logits, masks enforced) or the same dense step, as --fast on / off runs it, or 'compile': on, with the loss
     function compiled (forward, loss and backward; one compilation per shape). Returns samples/s and MFU."""
     dev = torch.device(device)
-    torch._dynamo.reset()
-    graphs = fast != "off"
-    model = classifier(model_path).to(dev).train()
-    recipe = prune.RECIPES["gmp_star"]
-    weights = prune.prunable(model, "encoder") if masked else {}
-    masks = {n: torch.ones_like(w) for n, w in weights.items()}
-    n_rows = 64 * batch
-    cache = torch.randn(n_rows, 2, device=dev) if teacher else None
-    kw = dict(lr=recipe["lr"], betas=(recipe["adam_beta1"], recipe["adam_beta2"]), eps=recipe["adam_eps"],
-              weight_decay=recipe["weight_decay"])
-    optimizer = prune.fast_optimizer(model, device=dev, **kw) if graphs else prune.make_optimizer(model, **kw)
-    loss_fn = functools.partial(prune.student_loss, model, kind="classification", teacher_logits=cache,
-                                hardness=1.0 if teacher else 0.0, temperature=recipe["temperature"])
-    if fast == "compile":  # an experiment, not in prune.py: the loss function (forward, loss, backward) compiled
-        loss_fn = torch.compile(loss_fn, dynamic=False)
-    step = prune.Step(model, optimizer, weights, masks, loss_fn, max_grad_norm=recipe["max_grad_norm"],
-                      bf16=dev.type == "cuda")
-    prune.prune(weights, masks, 0.9, optimizer=optimizer)
-    if graphs:
-        step = prune.GraphedStep(step, dev)
+    model, masks, step = gmp_step(model_path, dev, batch=batch, masked=masked, fast=fast, graphs=fast != "off",
+                                  teacher=teacher)
     gen = torch.Generator().manual_seed(0)
-    vocab = model.config.vocab_size
-
-    def batch_at(i):
-        ids = torch.randint(1000, vocab, (batch, length), generator=gen)
-        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids),
-                "labels": torch.randint(0, 2, (batch,), generator=gen),
-                "rows": torch.arange(i * batch, (i + 1) * batch) % n_rows}
 
     def run(n):
         for i in range(n):
-            step.micro(prune.to_device(batch_at(i), dev))
+            step.micro(prune.to_device(random_batch(gen, model.config.vocab_size, batch, length, i), dev))
             step.update()
 
     t0 = time.time()
@@ -122,22 +129,9 @@ def bench_profile(model_path: str, *, batch: int, length: int, fast: str) -> dic
     if not torch.cuda.is_available():
         raise SystemExit("bench profile: needs a CUDA GPU")
     dev = torch.device("cuda")
-    torch._dynamo.reset()
-    model = classifier(model_path).to(dev).train()
-    recipe = prune.RECIPES["gmp_star"]
-    weights = prune.prunable(model, "encoder")
-    masks = {n: torch.ones_like(w) for n, w in weights.items()}
-    optimizer = prune.fast_optimizer(model, device=dev, lr=recipe["lr"], weight_decay=recipe["weight_decay"])
-    cache = torch.randn(batch, 2, device=dev)
-    loss_fn = functools.partial(prune.student_loss, model, kind="classification", teacher_logits=cache,
-                                hardness=1.0, temperature=recipe["temperature"])
-    if fast == "compile":
-        loss_fn = torch.compile(loss_fn, dynamic=False)
-    step = prune.Step(model, optimizer, weights, masks, loss_fn, max_grad_norm=recipe["max_grad_norm"], bf16=True)
-    prune.prune(weights, masks, 0.9, optimizer=optimizer)
-    ids = torch.randint(1000, model.config.vocab_size, (batch, length), device=dev)
-    b = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids),
-         "labels": torch.randint(0, 2, (batch,), device=dev), "rows": torch.arange(batch, device=dev)}
+    model, _, step = gmp_step(model_path, dev, batch=batch, masked=True, fast=fast if fast == "compile" else "on",
+                              graphs=False)
+    b = prune.to_device(random_batch(torch.Generator().manual_seed(0), model.config.vocab_size, batch, length, 0), dev)
     for _ in range(3):
         step.micro(b)
         step.update()
