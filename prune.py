@@ -218,7 +218,8 @@ def zero_pruned(weights: dict, masks: dict, optimizer=None) -> None:
 
 
 # ==========================================================================================================
-# 4. The masked update: the only code that touches the masks at each step.
+# 4. The masked update: the only code that touches the masks at each step (the fast path fuses its gradient
+#    mask into the backward: fused_weight_grads).
 
 @torch.no_grad()
 def masked_update(optimizer: torch.optim.Optimizer, params: list, weights: dict, masks: dict,
@@ -265,7 +266,8 @@ def student_loss(model: nn.Module, batch: dict, *, kind: str, teacher_logits, ha
 
 class Step:
     """One optimizer step of the reference, eagerly: forward and backward of each micro-batch, then the
-    masked update. The fast path (GraphedStep, below) replays these same two methods from CUDA graphs."""
+    masked update. The fast path (GraphedStep, below) replays these two methods from CUDA graphs, the gradient
+    mask of the linear weights fused into their backward."""
     pad_multiple = 8   # batches are padded to a multiple of 8 tokens
 
     def __init__(self, model: nn.Module, optimizer, weights: dict, masks: dict, loss_fn: Callable, *,
@@ -1327,16 +1329,74 @@ def fast_optimizer(model: nn.Module, *, device: torch.device, lr: float, **kwarg
                              **kwargs)
 
 
+class CastAccumulate(torch.autograd.Function):
+    """A weight as the forward uses it (autocast's dtype: bf16 on the fast path), whose backward adds the masked
+    gradient straight into weight.grad (fp32): cast back, mask and accumulate fused into one addcmul_, where the
+    eager loop spends three passes (autocast's cast backward, autograd's accumulation, masked_update's mask). The
+    same gradient bit for bit (the mask is 0 or 1). Returns no gradient to autograd: it has already landed."""
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor, mask):
+        ctx.weight, ctx.mask = weight, mask  # a leaf parameter and a constant: no reference cycle
+        device = weight.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
+        return weight.to(dtype, copy=True)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        weight = ctx.weight
+        if weight.grad is None:
+            weight.grad = torch.zeros_like(weight)
+        if ctx.mask is None:
+            weight.grad.add_(grad)
+        else:
+            weight.grad.addcmul_(grad, ctx.mask)
+        return None, None
+
+
+def fusable(model: nn.Module, weights: dict) -> dict:
+    """{name: module} of the weights whose module is a plain nn.Linear (every encoder weight of BERT-family
+    models); other masked weights (embeddings under the SMC recipe) keep masked_update's gradient mask."""
+    modules = {}
+    for name, w in weights.items():
+        module = model.get_submodule(name.rpartition(".")[0])
+        if type(module) is nn.Linear and module.weight is w:
+            modules[name] = module
+    return modules
+
+
+@contextlib.contextmanager
+def fused_weight_grads(modules: dict, masks: dict):
+    """Within it, each of the nn.Linear modules (fusable) computes with CastAccumulate(weight, mask): its
+    gradient arrives in weight.grad masked, so no masking pass is needed after the backward. The modules are
+    their stock selves again on exit (evaluation, saving and state_dict never see the change)."""
+    stock = {name: module.__dict__.get("forward") for name, module in modules.items()}
+    for name, module in modules.items():
+        module.forward = lambda x, m=module, mask=masks.get(name): torch.nn.functional.linear(
+            x, CastAccumulate.apply(m.weight, mask), m.bias)
+    try:
+        yield
+    finally:
+        for name, module in modules.items():
+            del module.forward
+            if stock[name] is not None:
+                module.forward = stock[name]
+
+
 class GraphedStep:
     """Step.micro and Step.update captured as CUDA graphs and replayed: one graph per batch shape for forward
-    and backward, one for the masked update (masked_update itself). Inputs are copied into static buffers;
-    pruning writes the mask and optimizer tensors in place, so the graphs read the new masks."""
+    and backward, one for the update. Inputs are copied into static buffers; pruning writes the mask and
+    optimizer tensors in place, so the graphs read the new masks. What the graphs replay (micro_eager,
+    update_eager) is the reference step with one fusion: the gradients of the linear weights are cast back,
+    masked and accumulated in one kernel (fused_weight_grads), so masked_update masks only the rest."""
     pad_multiple = 32
 
     def __init__(self, step: Step, device: torch.device):
         self.step, self.device, self.optimizer = step, device, step.optimizer
         self.graphs, self.static, self.losses, self.update_graph = {}, {}, {}, None
         self.pool = torch.cuda.graph_pool_handle()
+        self.fused = fusable(step.model, step.weights)
+        self.unfused_masks = {n: m for n, m in step.masks.items() if n not in self.fused}
         opt = step.optimizer
         for group in opt.param_groups:  # a resumed run's LR and step counters live on the device
             group["lr"] = torch.as_tensor(group["lr"], dtype=torch.float32, device=device).clone()
@@ -1357,6 +1417,16 @@ class GraphedStep:
         for group in self.step.optimizer.param_groups:
             group["lr"].fill_(lr)
 
+    def micro_eager(self, batch: dict) -> torch.Tensor:
+        """What a forward-and-backward graph replays."""
+        with fused_weight_grads(self.fused, self.step.masks):
+            return self.step.micro(batch)
+
+    def update_eager(self) -> None:
+        """What the update graph replays: masked_update, the linear weights' gradients already masked."""
+        s = self.step
+        masked_update(s.optimizer, s.params, s.weights, self.unfused_masks, s.max_grad_norm)
+
     def micro(self, batch: dict) -> torch.Tensor:
         key = tuple(batch["input_ids"].shape)
         if key not in self.graphs:
@@ -1374,11 +1444,11 @@ class GraphedStep:
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(2):  # warm-up outside the graph: cuBLAS handles, autotuning
-                self.step.micro(static)
+                self.micro_eager(static)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self.pool):
-            loss = self.step.micro(static)
+            loss = self.micro_eager(static)
         with torch.no_grad():  # undo the gradients and random draws of warm-up and capture
             for p, g in zip(self.step.params, grads):
                 p.grad.copy_(g)
@@ -1389,7 +1459,7 @@ class GraphedStep:
         if self.update_graph is None:
             self.update_graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.update_graph, pool=self.pool):  # recorded, not run
-                self.step.update()
+                self.update_eager()
         self.update_graph.replay()
 
 

@@ -1,6 +1,7 @@
 """Tests of the GMP* reference. Each names the property it protects. All offline, on tiny random models
 and hand-made fixtures in the hub's schemas, except where a test says it uses the real MiniLM-L6 or the
 shared GLUE files (those skip cleanly where the package or the folder is missing)."""
+import contextlib
 import functools
 import json
 import math
@@ -1315,6 +1316,47 @@ def _few_steps(path: Path, enc: dict, graphs: bool, device: torch.device):
         step.micro(prune.to_device(prune.collate(enc, idx, 32), device))
         step.update()
     return {k: v.detach().clone() for k, v in model.state_dict().items()}, {n: m.clone() for n, m in masks.items()}
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16-autocast"])
+@pytest.mark.parametrize("recipe", ["gmp_star", "smc", "dense"])
+def test_fused_weight_grads_give_the_reference_gradients_bit_for_bit(tiny, precision, recipe):
+    """The fast path's backward (cast back, mask, accumulate in one addcmul_) against the eager reference
+    (autocast's cast backward, autograd's accumulation, masked_update's mask), over two micro-batches."""
+    torch.manual_seed(0)
+    model = _tiny_cls(tiny).eval()   # no dropout: both passes compute the same function
+    weights = prune.prunable(model, "all" if recipe == "smc" else "encoder")
+    masks = {} if recipe == "dense" else {n: torch.ones_like(w) for n, w in weights.items()}
+    prune.prune(weights, masks, 0.6)
+    modules = prune.fusable(model, weights)
+    assert set(modules) == {n for n in weights if "embeddings" not in n}   # the linears, not the embeddings
+    assert set(prune.prunable(model, "encoder")) <= set(modules)
+    xs = [torch.randint(5, 20, (4, 12), generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    keys = list(model.state_dict())
+
+    def grads(fused: bool) -> dict:
+        model.zero_grad(set_to_none=False)
+        for x in xs:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision != "fp32"):
+                with prune.fused_weight_grads(modules, masks) if fused else contextlib.nullcontext():
+                    loss = model(input_ids=x, labels=torch.tensor([0, 1, 1, 0])).loss
+            loss.backward()
+        if not fused:
+            for n, m in masks.items():
+                weights[n].grad.mul_(m)
+        else:
+            for n, m in masks.items():
+                if n not in modules:   # what GraphedStep.update_eager leaves to masked_update
+                    weights[n].grad.mul_(m)
+        return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    reference, fused = grads(False), grads(True)
+    assert all(torch.equal(reference[n], fused[n]) for n in reference)
+    assert any(bool((reference[n] != 0).any()) for n in modules)
+    if masks:
+        assert all(bool((fused[n][masks[n] == 0] == 0).all()) for n in masks)
+    # the stock modules are back: forward is the class's, the state_dict keys unchanged
+    assert all("forward" not in m.__dict__ for m in modules.values()) and list(model.state_dict()) == keys
 
 
 @cuda

@@ -63,8 +63,8 @@ def gmp_step(model_path: str, dev: torch.device, *, batch: int, masked: bool, fa
     torch._dynamo.reset()
     model = classifier(model_path).to(dev).train()
     recipe = prune.RECIPES["gmp_star"]
-    weights = prune.prunable(model, "encoder") if masked else {}
-    masks = {n: torch.ones_like(w) for n, w in weights.items()}
+    weights = prune.prunable(model, "encoder")   # dense: the same weights (and fused backward), no masks
+    masks = {n: torch.ones_like(w) for n, w in weights.items()} if masked else {}
     cache = torch.randn(64 * batch, 2, device=dev) if teacher else None
     kw = dict(lr=recipe["lr"], betas=(recipe["adam_beta1"], recipe["adam_beta2"]), eps=recipe["adam_eps"],
               weight_decay=recipe["weight_decay"])
@@ -130,17 +130,18 @@ def bench_profile(model_path: str, *, batch: int, length: int, fast: str) -> dic
         raise SystemExit("bench profile: needs a CUDA GPU")
     dev = torch.device("cuda")
     model, _, step = gmp_step(model_path, dev, batch=batch, masked=True, fast=fast if fast == "compile" else "on",
-                              graphs=False)
+                              graphs=fast != "off")
+    micro, update = (step.micro_eager, step.update_eager) if fast != "off" else (step.micro, step.update)
     b = prune.to_device(random_batch(torch.Generator().manual_seed(0), model.config.vocab_size, batch, length, 0), dev)
     for _ in range(3):
-        step.micro(b)
-        step.update()
+        micro(b)
+        update()
     sync(dev)
     n = 5
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(n):
-            step.micro(b)
-            step.update()
+            micro(b)
+            update()
         sync(dev)
     kernels = []
     for e in prof.key_averages():
@@ -215,7 +216,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="runs/bench")
     p.add_argument("--only", default="", help="step: a comma list of variants (eager_dense, eager_gmp, on_dense, on_gmp, "
                                               "compile_dense, compile_gmp, on_dense_no_kd)")
-    p.add_argument("--fast", default="on", choices=FAST_MODES, help="profile: the step of --fast on, or with torch.compile")
+    p.add_argument("--fast", default="on", choices=FAST_MODES, help="profile: the step of --fast on / off, or with torch.compile")
     args = p.parse_args(argv)
     prune.quiet_libraries()
     env = {"torch": torch.__version__, "transformers": __import__("transformers").__version__,

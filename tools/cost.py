@@ -3,7 +3,7 @@
 Reads lines "[done] python prune.py ARGS --out OUT" on stdin and prints each with its optimizer steps and
 estimated H200 time, then the total of the lines read. Steps come from the run's resolved config
 (prune.resolve_config) and the training set's size on the hub; a step's time from tools/bench.py on one H200
-(torch 2.11, CUDA graphs, the GMP* step with masks and KD; results/h200/session14/). Teachers' logits and
+(torch 2.11, CUDA graphs, the GMP* step with masks and KD; results/h200/session16/). Teachers' logits and
 evaluations are not counted (a few percent of a run).
 """
 import math
@@ -18,11 +18,11 @@ import prune  # noqa: E402
 TRAIN_ROWS = {"squad": 88_641, "mnli": 392_702, "qqp": 363_846, "sst2": 67_349, "cola": 8_551, "mrpc": 3_668,
               "stsb": 5_749, "qnli": 104_743, "rte": 2_490, "wnli": 635, "commonsense_qa": 9_741,
               "winogrande": 40_398}
-# Milliseconds per optimizer step, measured (tools/bench.py step, on_gmp; results/h200/session15 and session14):
-# BERT-base 32 x 128 (GLUE; an upper bound, GLUE batches are padded to their longest row), 16 x 384 (SQuAD),
-# RoBERTa-large 16 x 5 x 80 (CSQA, as 80 rows of 80 tokens; these two before the one-pass masks). WinoGrande's
-# 16 x 2 x 80 is scaled from CSQA by rows (2/5), not measured.
-STEP_MS = {"glue": 12.88, "squad": 18.47, "commonsense_qa": 50.28, "winogrande": 50.28 * 2 / 5}
+# Milliseconds per optimizer step, measured (tools/bench.py step, on_gmp; results/h200/session16): BERT-base
+# 32 x 128 (GLUE; the mean of three runs, an upper bound: GLUE batches are padded to their longest row),
+# 16 x 384 (SQuAD), RoBERTa-large 16 x 5 x 80 (CSQA, as 80 rows of 80 tokens). WinoGrande's 16 x 2 x 80 is
+# scaled from CSQA by rows (2/5), not measured.
+STEP_MS = {"glue": 12.50, "squad": 17.65, "commonsense_qa": 47.69, "winogrande": 47.69 * 2 / 5}
 
 
 def estimate(args: list) -> tuple:
