@@ -122,15 +122,15 @@ KERNEL_KINDS = [("matmul", r"gemm|cutlass|nvjet|xmma|sm90_|cublas"), ("attention
 
 
 def bench_profile(model_path: str, *, batch: int, length: int, fast: str) -> dict:
-    """Where the GPU time of one GMP* step goes: kernel time per step by kind (torch.profiler over 5 steps,
-    eager launches of the kernels that the CUDA graphs replay; --fast compile compiles the loss function)."""
+    """Where the GPU time of one GMP* step goes: kernel time per step by kind (torch.profiler over 5 steps):
+    --fast on launches eagerly what the CUDA graphs replay (GraphedStep.micro_eager, update_eager); off is the
+    eager reference step; compile compiles the loss function as well."""
     import re
     from torch.profiler import ProfilerActivity, profile
     if not torch.cuda.is_available():
         raise SystemExit("bench profile: needs a CUDA GPU")
     dev = torch.device("cuda")
-    model, _, step = gmp_step(model_path, dev, batch=batch, masked=True, fast=fast if fast == "compile" else "on",
-                              graphs=fast != "off")
+    model, _, step = gmp_step(model_path, dev, batch=batch, masked=True, fast=fast, graphs=fast != "off")
     micro, update = (step.micro_eager, step.update_eager) if fast != "off" else (step.micro, step.update)
     b = prune.to_device(random_batch(torch.Generator().manual_seed(0), model.config.vocab_size, batch, length, 0), dev)
     for _ in range(3):
