@@ -239,6 +239,7 @@ bench() {
   "$PYTHON" tools/bench.py step --model "$model" --length 32 --steps 300
   "$PYTHON" tools/bench.py step --model config:bert-base --length 128 --steps 150
   "$PYTHON" tools/bench.py profile --model config:bert-base --length 128
+  "$PYTHON" tools/bench.py adam --model "$model"
   "$PYTHON" tools/bench.py trainer --model "$model" --data_dir "$data" --steps 1500
   once "$RUNS/bench/teacher" --task sst2 --recipe dense --model "$model" --data_dir "$data" --lr 5e-5
   once "$RUNS/bench/gmp90" --task sst2 --model "$model" --teacher "$RUNS/bench/teacher/model" --data_dir "$data" --sparsity 0.9

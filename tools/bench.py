@@ -1,10 +1,12 @@
-"""Speed benchmarks of the README: python tools/bench.py {pruning,step,trainer,sparse} [options].
+"""Speed benchmarks of the README: python tools/bench.py {pruning,step,profile,adam,trainer,sparse} [options].
 
   pruning   global magnitude masks over a BERT-base-shaped encoder (85M weights), exact, vs torch.kthvalue
   step      steady-state training steps: GMP* (masks + KD from cached logits) vs the same dense step, as
             --fast on / off runs them, and with the loss function compiled by torch.compile (an experiment
             prune.py does not ship); samples/s, TFLOP/s (config:bert-base, config:roberta-large: random weights)
   profile   the GPU kernel time of one GMP* step by kind (matmuls, attention, optimizer, casts, ...)
+  adam      the AdamW step alone (as --fast on / off builds it), the encoder dense or 90% pruned (gradients,
+            weights and first moments zero; the second moments zeroed too, as before): is AdamW slower on zeros?
   trainer   the Hugging Face Trainer doing dense fine-tuning of the same model on SST-2 (needs accelerate)
   sparse    CPU inference of a pruned model, dense vs sparse (prune.sparsify), and file sizes
 
@@ -159,6 +161,43 @@ def bench_profile(model_path: str, *, batch: int, length: int, fast: str) -> dic
             "top_kernels": [{"ms": round(ms, 4), "per_step": c, "kernel": name[:100]} for ms, c, name in kernels[:20]]}
 
 
+def bench_adam(model_path: str, *, fast: str, steps: int, sparsity: float = 0.9,
+               device: str = "cuda" if torch.cuda.is_available() else "cpu") -> dict:
+    """ms per AdamW step over the model's parameters, gradients fixed: 'dense' (no zeros); 'zero_pruned' (the
+    encoder masked at sparsity, gradients masked, prune.zero_pruned: pruned weights and their first moment
+    zero, second moment kept); 'zero_m_and_v' (the second moment zeroed as well, as prune.py did before).
+    Profiles showed the fused AdamW slower on MiniLM-L6's masked gradients and zeroed moments."""
+    dev = torch.device(device)
+    out = {}
+    for variant in ("dense", "zero_pruned", "zero_m_and_v"):
+        torch.manual_seed(0)
+        model = classifier(model_path).to(dev)
+        kw = dict(lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+        opt = prune.make_optimizer(model, **kw) if fast == "off" else prune.fast_optimizer(model, device=dev, **kw)
+        for p in model.parameters():
+            p.grad = torch.randn_like(p) * 1e-3
+        opt.step()   # the moments exist and are non-zero everywhere
+        weights = prune.prunable(model)
+        masks = prune.magnitude_masks(weights, 0.0 if variant == "dense" else sparsity)
+        prune.zero_pruned(weights, masks, opt)
+        with torch.no_grad():
+            for n, m in masks.items():
+                weights[n].grad.mul_(m)
+                if variant == "zero_m_and_v":
+                    opt.state[weights[n]]["exp_avg_sq"].mul_(m)
+        for _ in range(3):
+            opt.step()
+        sync(dev)
+        t0 = time.time()
+        for _ in range(steps):
+            opt.step()
+        sync(dev)
+        out[variant] = {"step_ms": 1000 * (time.time() - t0) / steps, "pruned_nonzero": prune.pruned_nonzero(model, masks)}
+    for variant in ("zero_pruned", "zero_m_and_v"):
+        out[f"{variant}_speed_vs_dense"] = out["dense"]["step_ms"] / out[variant]["step_ms"]
+    return out
+
+
 def bench_pruning(device: str = "cuda" if torch.cuda.is_available() else "cpu", repeats: int = 10) -> dict:
     """Global magnitude masks over a BERT-base-shaped encoder (85M weights), exact; kthvalue for contrast."""
     from transformers import BertConfig, BertModel
@@ -207,7 +246,7 @@ def bench_trainer(model_path: str, data_dir: str, *, steps: int, batch: int, out
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="tools/bench.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("what", choices=["pruning", "step", "profile", "trainer", "sparse"])
+    p.add_argument("what", choices=["pruning", "step", "profile", "adam", "trainer", "sparse"])
     p.add_argument("--model", default="minilm", help="path, hub id, minilm, or config:bert-base (random weights)")
     p.add_argument("--data_dir", default="", help="trainer: SST-2 as train.jsonl[.gz] and validation.jsonl")
     p.add_argument("--batch_size", type=int, default=32)
@@ -216,7 +255,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="runs/bench")
     p.add_argument("--only", default="", help="step: a comma list of variants (eager_dense, eager_gmp, on_dense, on_gmp, "
                                               "compile_dense, compile_gmp, on_dense_no_kd)")
-    p.add_argument("--fast", default="on", choices=FAST_MODES, help="profile: the step of --fast on / off, or with torch.compile")
+    p.add_argument("--fast", default="on", choices=FAST_MODES, help="profile, adam: as --fast on / off builds the step (profile: or with torch.compile)")
     args = p.parse_args(argv)
     prune.quiet_libraries()
     env = {"torch": torch.__version__, "transformers": __import__("transformers").__version__,
@@ -227,6 +266,8 @@ def main(argv=None) -> int:
         res = bench_trainer(args.model, args.data_dir, steps=args.steps, batch=args.batch_size, out=args.out)
     elif args.what == "sparse":
         res = bench_sparse(args.model)
+    elif args.what == "adam":
+        res = bench_adam(args.model, fast=args.fast, steps=args.steps)
     elif args.what == "profile":
         res = bench_profile(args.model, batch=args.batch_size, length=args.length, fast=args.fast)
     else:
