@@ -192,7 +192,7 @@ def magnitude_masks(weights: dict, sparsity: float, *, criterion: str = "global"
 @torch.no_grad()
 def prune(weights: dict, masks: dict, sparsity: float, criterion: str = "global", optimizer=None) -> None:
     """One pruning step: recompute the masks in place at the scheduled sparsity, then zero the pruned weights
-    and (given the optimizer) their moments."""
+    and (given the optimizer) their momentum."""
     if not masks:
         return
     new = magnitude_masks(weights, sparsity, criterion=criterion, masks=masks)
@@ -201,16 +201,22 @@ def prune(weights: dict, masks: dict, sparsity: float, criterion: str = "global"
     zero_pruned(weights, masks, optimizer)
 
 
+SECOND_MOMENTS = ("exp_avg_sq", "max_exp_avg_sq")  # optimizer state that scales an update, never moves a weight
+
+
 @torch.no_grad()
 def zero_pruned(weights: dict, masks: dict, optimizer=None) -> None:
-    """Pruned weights set to zero, and with them their optimizer state (AdamW's moments). A pruned weight then
-    stays exactly zero under masked_update with no pass over the weights after each step: its gradient is
-    masked, so m = v = 0 and AdamW's update m / (sqrt(v) + eps) is 0, and decay of a zero weight is 0."""
+    """Pruned weights set to zero, and with them their momentum (AdamW's first moment m; any same-shaped
+    optimizer state but the second moments). A pruned weight then stays exactly zero under masked_update with
+    no pass over the weights after each step: its gradient is masked, so m stays 0 and AdamW's update
+    m / (sqrt(v) + eps) is 0 whatever v holds, and decay of a zero weight is 0. v is left as it is: zeroing it
+    changes nothing and made AdamW slower (sqrt over exact zeros; tools/bench.py adam)."""
     tensors, factors = [], []
     for n, m in masks.items():
         w = weights[n]
         state = optimizer.state.get(w, {}) if optimizer is not None else {}
-        for t in [w] + [v for v in state.values() if torch.is_tensor(v) and v.shape == w.shape]:
+        moving = [t for k, t in state.items() if k not in SECOND_MOMENTS and torch.is_tensor(t) and t.shape == w.shape]
+        for t in [w] + moving:
             tensors.append(t)
             factors.append(m)
     if tensors:
@@ -226,8 +232,7 @@ def masked_update(optimizer: torch.optim.Optimizer, params: list, weights: dict,
                   max_grad_norm: float) -> None:
     """Gradients of pruned weights zeroed before clipping and the AdamW step, then all gradients cleared for
     the next step. One pass over the masked weights per step: prune(..., optimizer) zeroed the pruned weights
-    and their AdamW moments, which a zero gradient keeps at zero (tested bit for bit, weight decay on, CPU and
-    GPU). Copying this alone: prune with the optimizer, or pruned weights drift off zero on old momentum."""
+    and their AdamW first moment, which a zero gradient keeps at zero (tested bit for bit, weight decay on). Copying this alone: prune with the optimizer, or pruned weights drift off zero on old momentum."""
     names = [n for n in masks if weights[n].grad is not None]
     if names:
         torch._foreach_mul_([weights[n].grad for n in names], [masks[n] for n in names])
@@ -1026,7 +1031,7 @@ def run(cfg: dict, log: Callable = print) -> dict:
     first_step, stats = 0, {}
     if state == "resume":
         first_step, stats = load_checkpoint(out, model, optimizer, masks, device)
-        zero_pruned(weights, masks, optimizer)  # a no-op, except on checkpoints of versions that kept moments
+        zero_pruned(weights, masks, optimizer)  # a no-op, except on checkpoints of versions that kept momentum
         log(f"resumed {out} at step {first_step}")
     spec = TASKS[cfg["task"]]
     loss_fn = functools.partial(student_loss, model, kind=spec["kind"], teacher_logits=teacher.logits,
