@@ -232,7 +232,8 @@ def masked_update(optimizer: torch.optim.Optimizer, params: list, weights: dict,
                   max_grad_norm: float) -> None:
     """Gradients of pruned weights zeroed before clipping and the AdamW step, then all gradients cleared for
     the next step. One pass over the masked weights per step: prune(..., optimizer) zeroed the pruned weights
-    and their AdamW first moment, which a zero gradient keeps at zero (tested bit for bit, weight decay on). Copying this alone: prune with the optimizer, or pruned weights drift off zero on old momentum."""
+    and their AdamW first moment, which a zero gradient keeps at zero (tested bit for bit, weight decay on).
+    Copying this alone: prune with the optimizer, or pruned weights drift off zero on old momentum."""
     names = [n for n in masks if weights[n].grad is not None]
     if names:
         torch._foreach_mul_([weights[n].grad for n in names], [masks[n] for n in names])

@@ -57,6 +57,13 @@ def classifier(model_path: str) -> nn.Module:
     return prune.load_model(prune.resolve_model_path(model_path), "sst2")
 
 
+def gmp_optimizer(model: nn.Module, dev: torch.device, fast: str) -> torch.optim.Optimizer:
+    """AdamW with GMP*'s settings as prune.py builds it: foreach for --fast off, else fused and capturable."""
+    r = prune.RECIPES["gmp_star"]
+    kw = dict(lr=r["lr"], betas=(r["adam_beta1"], r["adam_beta2"]), eps=r["adam_eps"], weight_decay=r["weight_decay"])
+    return prune.make_optimizer(model, **kw) if fast == "off" else prune.fast_optimizer(model, device=dev, **kw)
+
+
 def gmp_step(model_path: str, dev: torch.device, *, batch: int, masked: bool, fast: str, graphs: bool,
              teacher: bool = True) -> tuple:
     """(model, masks, step) of the student step of GMP* (KD from cached logits of 64 batches of rows, encoder
@@ -68,9 +75,7 @@ def gmp_step(model_path: str, dev: torch.device, *, batch: int, masked: bool, fa
     weights = prune.prunable(model, "encoder")   # dense: the same weights (and fused backward), no masks
     masks = {n: torch.ones_like(w) for n, w in weights.items()} if masked else {}
     cache = torch.randn(64 * batch, 2, device=dev) if teacher else None
-    kw = dict(lr=recipe["lr"], betas=(recipe["adam_beta1"], recipe["adam_beta2"]), eps=recipe["adam_eps"],
-              weight_decay=recipe["weight_decay"])
-    optimizer = prune.make_optimizer(model, **kw) if fast == "off" else prune.fast_optimizer(model, device=dev, **kw)
+    optimizer = gmp_optimizer(model, dev, fast)
     loss_fn = functools.partial(prune.student_loss, model, kind="classification", teacher_logits=cache,
                                 hardness=1.0 if teacher else 0.0, temperature=recipe["temperature"])
     if fast == "compile":
@@ -172,8 +177,7 @@ def bench_adam(model_path: str, *, fast: str, steps: int, sparsity: float = 0.9,
     for variant in ("dense", "zero_pruned", "zero_m_and_v"):
         torch.manual_seed(0)
         model = classifier(model_path).to(dev)
-        kw = dict(lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
-        opt = prune.make_optimizer(model, **kw) if fast == "off" else prune.fast_optimizer(model, device=dev, **kw)
+        opt = gmp_optimizer(model, dev, fast)
         for p in model.parameters():
             p.grad = torch.randn_like(p) * 1e-3
         opt.step()   # the moments exist and are non-zero everywhere
