@@ -64,6 +64,15 @@ def gmp_optimizer(model: nn.Module, dev: torch.device, fast: str) -> torch.optim
     return prune.make_optimizer(model, **kw) if fast == "off" else prune.fast_optimizer(model, device=dev, **kw)
 
 
+def with_moments(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """One AdamW step on small random gradients, so that every weight has non-zero moments before the masks
+    come, as in a run (GMP* prunes first after its dense epoch); the gradients are then cleared."""
+    for p in model.parameters():
+        p.grad = torch.randn_like(p) * 1e-3
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def gmp_step(model_path: str, dev: torch.device, *, batch: int, masked: bool, fast: str, graphs: bool,
              teacher: bool = True) -> tuple:
     """(model, masks, step) of the student step of GMP* (KD from cached logits of 64 batches of rows, encoder
@@ -76,6 +85,7 @@ def gmp_step(model_path: str, dev: torch.device, *, batch: int, masked: bool, fa
     masks = {n: torch.ones_like(w) for n, w in weights.items()} if masked else {}
     cache = torch.randn(64 * batch, 2, device=dev) if teacher else None
     optimizer = gmp_optimizer(model, dev, fast)
+    with_moments(model, optimizer)   # without it the pruned weights' m and v would be zero from the start
     loss_fn = functools.partial(prune.student_loss, model, kind="classification", teacher_logits=cache,
                                 hardness=1.0 if teacher else 0.0, temperature=recipe["temperature"])
     if fast == "compile":
@@ -178,9 +188,9 @@ def bench_adam(model_path: str, *, fast: str, steps: int, sparsity: float = 0.9,
         torch.manual_seed(0)
         model = classifier(model_path).to(dev)
         opt = gmp_optimizer(model, dev, fast)
+        with_moments(model, opt)
         for p in model.parameters():
-            p.grad = torch.randn_like(p) * 1e-3
-        opt.step()   # the moments exist and are non-zero everywhere
+            p.grad = torch.randn_like(p) * 1e-3   # the gradients each timed step reads
         weights = prune.prunable(model)
         masks = prune.magnitude_masks(weights, 0.0 if variant == "dense" else sparsity)
         prune.zero_pruned(weights, masks, opt)
@@ -242,10 +252,32 @@ def bench_trainer(model_path: str, data_dir: str, *, steps: int, batch: int, out
     args = TrainingArguments(output_dir=out, per_device_train_batch_size=batch, bf16=True, max_steps=steps,
                              learning_rate=5e-5, report_to=[], save_strategy="no", logging_strategy="no",
                              disable_tqdm=True)
+    clock = steady_clock(warm=max(1, min(20, steps // 5)))
     trainer = Trainer(model=prune.load_model(path, "sst2"), args=args, train_dataset=ds,
-                      data_collator=DataCollatorWithPadding(tok))
+                      data_collator=DataCollatorWithPadding(tok), callbacks=[clock])
     metrics = trainer.train().metrics
-    return {"samples_per_s": steps * batch / metrics["train_runtime"], "train_runtime_s": metrics["train_runtime"]}
+    return {"samples_per_s": steps * batch / metrics["train_runtime"], "train_runtime_s": metrics["train_runtime"],
+            "steady_samples_per_s": (steps - clock.warm) * batch / (clock.end - clock.start),
+            "steady_steps": steps - clock.warm}
+
+
+def steady_clock(warm: int):
+    """A Trainer callback timing the steps after the first `warm` (start-up, cuBLAS and allocator warm-up), the
+    GPU synchronised at both marks: Trainer's steady rate, as prune.py's loop reports its own."""
+    from transformers import TrainerCallback
+
+    class Clock(TrainerCallback):
+        def __init__(self):
+            self.warm, self.start, self.end = warm, None, None
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step in (self.warm, state.max_steps):
+                sync(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+                if state.global_step == self.warm:
+                    self.start = time.time()
+                else:
+                    self.end = time.time()
+    return Clock()
 
 
 def main(argv=None) -> int:
