@@ -829,6 +829,17 @@ def test_smc_recipe_masks_embeddings_and_head_and_the_default_does_not(tmp_path,
     assert res["embeddings_sparsity"] > 0.01 and res["head_sparsity"] > 0.01 and res["steps"] == 40
 
 
+def test_cost_counts_every_step_at_its_shapes_rate_and_a_checkpoint_per_cycle():
+    from tools import cost
+    args = {"task": "rte", "sparsity": 0.9, "teacher": "t", "out": "x"}                 # GMP*, batch 32, 10 epochs
+    steps, hours = cost.estimate([f"--{k}={v}" for k, v in args.items()])
+    plan = prune.make_plan(prune.resolve_config(args), 2_490 // 32)
+    assert steps == plan.total_steps == 5 * plan.cycle_steps                              # 5 cycles, 9.6 s: no timer
+    assert hours * 3600 == pytest.approx(steps * cost.STEP_MS["glue"] / 1e3 + 5 * cost.CHECKPOINT_S["bert-base"])
+    _, mc = cost.estimate(["--task", "commonsense_qa", "--sparsity", "0.9", "--hardness", "0", "--out", "x"])
+    assert mc > 0 and cost.CHECKPOINT_S["roberta-large"] > cost.CHECKPOINT_S["bert-base"]
+
+
 def test_dry_run_lists_every_stage_and_marks_finished_runs(tmp_path):
     finished = tmp_path / "teacher-sst2"
     finished.mkdir()

@@ -3,7 +3,8 @@
 Reads lines "[done] python prune.py ARGS --out OUT" on stdin and prints each with its optimizer steps and
 estimated H200 time, then the total of the lines read. Steps come from the run's resolved config
 (prune.resolve_config) and the training set's size on the hub; a step's time from tools/bench.py on one H200
-(torch 2.11, CUDA graphs, the GMP* step with masks and KD; results/h200/session16/). Teachers' logits and
+(torch 2.11, CUDA graphs, the GMP* step with masks and KD; results/h200/session16/), plus a checkpoint at
+every LR-cycle end and every 10 minutes, at its measured time (results/h200/session17/). Teachers' logits and
 evaluations are not counted (a few percent of a run).
 """
 import math
@@ -23,16 +24,24 @@ TRAIN_ROWS = {"squad": 88_641, "mnli": 392_702, "qqp": 363_846, "sst2": 67_349, 
 # 16 x 384 (SQuAD), RoBERTa-large 16 x 5 x 80 (CSQA, as 80 rows of 80 tokens). WinoGrande's 16 x 2 x 80 is
 # scaled from CSQA by rows (2/5), not measured.
 STEP_MS = {"glue": 12.50, "squad": 17.65, "commonsense_qa": 47.69, "winogrande": 47.69 * 2 / 5}
+# Seconds per checkpoint (weights, AdamW's moments, masks; written and fsynced): BERT-base 2.89, the mean of ten
+# in two full runs (results/h200/session17/call4); RoBERTa-large (multiple choice) scaled by parameters
+# (355M / 110M), not measured.
+CHECKPOINT_S = {"bert-base": 2.89, "roberta-large": 2.89 * 355 / 110}
 
 
 def estimate(args: list) -> tuple:
-    """(optimizer steps, hours) of one prune.py command line."""
+    """(optimizer steps, hours) of one prune.py command line: its steps, and a checkpoint at every cycle end
+    and every checkpoint_minutes of training."""
     cfg = prune.resolve_config(prune.parse_overrides(args))
     task = cfg["task"]
-    steps = cfg.get("max_steps") or cfg["epochs"] * (TRAIN_ROWS[task] // (cfg["batch_size"] * cfg["grad_accum"]))
+    plan = prune.make_plan(cfg, TRAIN_ROWS[task] // (cfg["batch_size"] * cfg["grad_accum"]))
     ms = STEP_MS.get(task, STEP_MS["glue"]) * cfg["grad_accum"] * cfg["batch_size"] / (
         16 if task in ("squad", "commonsense_qa", "winogrande") else 32)
-    return steps, steps * ms / 3.6e6
+    train_s = plan.total_steps * ms / 1e3
+    checkpoints = math.ceil(plan.total_steps / plan.cycle_steps) + int(train_s / (60 * cfg["checkpoint_minutes"]))
+    ckpt_s = CHECKPOINT_S["roberta-large" if task in ("commonsense_qa", "winogrande") else "bert-base"]
+    return plan.total_steps, (train_s + checkpoints * ckpt_s) / 3600
 
 
 def main() -> int:
