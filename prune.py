@@ -1277,14 +1277,15 @@ def read_json(path: Path):
 
 def save_checkpoint(out: Path, step: int, model, optimizer, masks: dict, keep: int, stats: dict,
                     device: torch.device) -> Path:
-    """Everything a resumed run needs to continue exactly: weights, masks, optimizer, step and the CPU and
-    CUDA random states (and the run's counters). The data order is a function of (seed, epoch)."""
+    """Everything a resumed run needs to continue exactly: weights, masks (as bool, a byte a weight),
+    optimizer, step and the CPU and CUDA random states (and the run's counters). The data order is a function of
+    (seed, epoch)."""
     rng = {"cpu": torch.get_rng_state()}
     if device.type == "cuda":
         rng["cuda"] = torch.cuda.get_rng_state(device)
     path = out / f"checkpoint-{step:09d}.pt"
     atomic_save({"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "masks": {n: m.cpu() for n, m in masks.items()}, "rng": rng, "stats": stats}, path)
+                 "masks": {n: m.bool().cpu() for n, m in masks.items()}, "rng": rng, "stats": stats}, path)
     for old in sorted(out.glob("checkpoint-*.pt"))[:-keep]:
         old.unlink()
     return path

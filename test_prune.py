@@ -1162,6 +1162,8 @@ def resume_matrix(tiny, tiny_teacher, data, tmp: Path, reference: Path, fault: s
         kill_inside_write(args, out, "masks.pt.tmp", then=out / "model" / "config.json")
     assert not (out / "results.json").exists()
     had_checkpoint = bool(list(out.glob("checkpoint-*.pt")))
+    for ckpt in out.glob("checkpoint-*.pt"):                         # masks kept as bool, a byte a weight
+        assert all(m.dtype == torch.bool for m in torch.load(ckpt, weights_only=False)["masks"].values())
     resumed = _cli(args)
     assert resumed.returncode == 0, resumed.stderr
     assert ("resumed" in resumed.stderr) == had_checkpoint
