@@ -833,7 +833,7 @@ def test_cost_counts_every_step_at_its_shapes_rate_and_a_checkpoint_per_cycle():
     from tools import cost
     args = {"task": "rte", "sparsity": 0.9, "teacher": "t", "out": "x"}                 # GMP*, batch 32, 10 epochs
     steps, hours = cost.estimate([f"--{k}={v}" for k, v in args.items()])
-    plan = prune.make_plan(prune.resolve_config(args), 2_490 // 32)
+    plan = prune.make_plan(prune.resolve_config(args), cost.TRAIN_ROWS["rte"] // 32)
     assert steps == plan.total_steps == 5 * plan.cycle_steps                              # 5 cycles, 9.6 s: no timer
     assert hours * 3600 == pytest.approx(steps * cost.STEP_MS["glue"] / 1e3 + 5 * cost.CHECKPOINT_S["bert-base"])
     _, mc = cost.estimate(["--task", "commonsense_qa", "--sparsity", "0.9", "--hardness", "0", "--out", "x"])

@@ -25,8 +25,8 @@ TRAIN_ROWS = {"squad": 88_641, "mnli": 392_702, "qqp": 363_846, "sst2": 67_349, 
 # scaled from CSQA by rows (2/5), not measured.
 STEP_MS = {"glue": 12.50, "squad": 17.65, "commonsense_qa": 47.69, "winogrande": 47.69 * 2 / 5}
 # Seconds per checkpoint (weights, AdamW's moments, masks; written and fsynced): BERT-base 2.89, the mean of ten
-# in two full runs (results/h200/session17/call4); RoBERTa-large (multiple choice) scaled by parameters
-# (355M / 110M), not measured.
+# in two full runs (results/h200/session17/call4, float masks: bool masks since make the file 15% smaller, not
+# yet timed); RoBERTa-large (multiple choice) scaled by parameters (355M / 110M), not measured.
 CHECKPOINT_S = {"bert-base": 2.89, "roberta-large": 2.89 * 355 / 110}
 
 
@@ -39,7 +39,9 @@ def estimate(args: list) -> tuple:
     ms = STEP_MS.get(task, STEP_MS["glue"]) * cfg["grad_accum"] * cfg["batch_size"] / (
         16 if task in ("squad", "commonsense_qa", "winogrande") else 32)
     train_s = plan.total_steps * ms / 1e3
-    checkpoints = math.ceil(plan.total_steps / plan.cycle_steps) + int(train_s / (60 * cfg["checkpoint_minutes"]))
+    timer = (int(train_s / (60 * cfg["checkpoint_minutes"])) if cfg["checkpoint_minutes"] > 0
+             else plan.total_steps // cfg["log_every"])   # 0: a checkpoint at every logged step
+    checkpoints = math.ceil(plan.total_steps / plan.cycle_steps) + timer
     ckpt_s = CHECKPOINT_S["roberta-large" if task in ("commonsense_qa", "winogrande") else "bert-base"]
     return plan.total_steps, (train_s + checkpoints * ckpt_s) / 3600
 
