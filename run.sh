@@ -239,10 +239,17 @@ bench() {
   "$PYTHON" tools/bench.py step --model "$model" --length 32 --steps 300
   "$PYTHON" tools/bench.py step --model config:bert-base --length 128 --steps 150
   "$PYTHON" tools/bench.py profile --model config:bert-base --length 128
+  "$PYTHON" tools/bench.py profile --model "$model" --length 32
   "$PYTHON" tools/bench.py adam --model "$model"
-  "$PYTHON" tools/bench.py trainer --model "$model" --data_dir "$data" --steps 1500
+  # full runs against Trainer: the model on all of SST-2, then the BERT-base shape (random weights) on 10,000 rows
   once "$RUNS/bench/teacher" --task sst2 --recipe dense --model "$model" --data_dir "$data" --lr 5e-5
   once "$RUNS/bench/gmp90" --task sst2 --model "$model" --teacher "$RUNS/bench/teacher/model" --data_dir "$data" --sparsity 0.9
+  "$PYTHON" tools/bench.py trainer --model "$model" --data_dir "$data" --steps 1000 --out "$RUNS/bench/trainer"
+  local bert=$RUNS/bench/bert-base-random
+  [ -f "$bert/config.json" ] || "$PYTHON" tools/bench.py save-random --model config:bert-base --out "$bert"
+  once "$RUNS/bench/bert-base-gmp90" --task sst2 --model "$bert" --teacher "$bert" --data_dir "$data" \
+    --max_train_samples 10000 --sparsity 0.9
+  "$PYTHON" tools/bench.py trainer --model "$bert" --data_dir "$data" --steps 600 --out "$RUNS/bench/trainer-bert-base"
 }
 
 if [ "${1:-}" = --dry-run ]; then DRY=1; shift; fi

@@ -840,6 +840,20 @@ def test_cost_counts_every_step_at_its_shapes_rate_and_a_checkpoint_per_cycle():
     assert mc > 0 and cost.CHECKPOINT_S["roberta-large"] > cost.CHECKPOINT_S["bert-base"]
 
 
+def test_bench_save_random_writes_a_bert_base_shaped_model_prune_py_loads_and_never_overwrites(tmp_path):
+    _minilm_path()                                                     # the tokenizer comes from MiniLM-L6
+    from tools import bench
+    out = tmp_path / "bert-base"
+    bench.main(["save-random", "--model", "config:bert-base", "--out", str(out)])
+    _, config, tok = prune.load_config_and_tokenizer(str(out))
+    assert (config.num_hidden_layers, config.hidden_size, config.num_labels) == (12, 768, 2)
+    assert len(tok) == config.vocab_size == 30_522
+    before = (out / "model.safetensors").stat().st_mtime_ns
+    with pytest.raises(SystemExit, match="not empty"):
+        bench.main(["save-random", "--model", "config:bert-base", "--out", str(out)])
+    assert (out / "model.safetensors").stat().st_mtime_ns == before
+
+
 def test_dry_run_lists_every_stage_and_marks_finished_runs(tmp_path):
     finished = tmp_path / "teacher-sst2"
     finished.mkdir()

@@ -1,4 +1,4 @@
-"""Speed benchmarks of the README: python tools/bench.py {pruning,step,profile,adam,trainer,sparse} [options].
+"""Speed benchmarks of the README: python tools/bench.py {pruning,step,profile,adam,trainer,sparse,save-random}.
 
   pruning   global magnitude masks over a BERT-base-shaped encoder (85M weights), exact, vs torch.kthvalue
   step      steady-state training steps: GMP* (masks + KD from cached logits) vs the same dense step, as
@@ -7,7 +7,10 @@
   profile   the GPU kernel time of one GMP* step by kind (matmuls, attention, optimizer, casts, ...)
   adam      the AdamW step alone (as --fast on / off builds it), the encoder dense or 90% pruned (gradients,
             weights and first moments zero; the second moments zeroed too, as before): is AdamW slower on zeros?
-  trainer   the Hugging Face Trainer doing dense fine-tuning of the same model on SST-2 (needs accelerate)
+  trainer   the Hugging Face Trainer doing dense fine-tuning of the same model on SST-2 (needs accelerate);
+            its whole-run rate and its steady rate after the first 20 steps
+  save-random  --model config:bert-base --out DIR: a random BERT-base-shaped classifier with a tokenizer, for
+            full runs of that shape with prune.py and Trainer (speed only)
   sparse    CPU inference of a pruned model, dense vs sparse (prune.sparsify), and file sizes
 
 Each prints one JSON line. Training never imports this file.
@@ -55,6 +58,19 @@ def classifier(model_path: str) -> nn.Module:
                                                        max_position_embeddings=514, num_labels=2)}[model_path]
         return AutoModelForSequenceClassification.from_config(config, attn_implementation="sdpa")
     return prune.load_model(prune.resolve_model_path(model_path), "sst2")
+
+
+def save_random(model_path: str, out: str) -> dict:
+    """A speed-only model folder prune.py and Trainer can load: config:bert-base's shape with random weights and
+    MiniLM-L6's tokenizer (BERT's uncased WordPiece, the 30,522 tokens of the shape's vocabulary)."""
+    from transformers import AutoTokenizer
+    if model_path != "config:bert-base":
+        raise SystemExit(f"bench save-random: only config:bert-base has a tokenizer here, got {model_path}")
+    if Path(out).exists() and any(Path(out).iterdir()):
+        raise SystemExit(f"bench save-random: {out} is not empty; give a new folder")
+    classifier(model_path).save_pretrained(out)
+    AutoTokenizer.from_pretrained(prune.resolve_model_path("minilm")).save_pretrained(out)
+    return {"out": out}
 
 
 def gmp_optimizer(model: nn.Module, dev: torch.device, fast: str) -> torch.optim.Optimizer:
@@ -282,7 +298,7 @@ def steady_clock(warm: int):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="tools/bench.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("what", choices=["pruning", "step", "profile", "adam", "trainer", "sparse"])
+    p.add_argument("what", choices=["pruning", "step", "profile", "adam", "trainer", "sparse", "save-random"])
     p.add_argument("--model", default="minilm", help="path, hub id, minilm, or config:bert-base (random weights)")
     p.add_argument("--data_dir", default="", help="trainer: SST-2 as train.jsonl[.gz] and validation.jsonl")
     p.add_argument("--batch_size", type=int, default=32)
@@ -302,6 +318,8 @@ def main(argv=None) -> int:
         res = bench_trainer(args.model, args.data_dir, steps=args.steps, batch=args.batch_size, out=args.out)
     elif args.what == "sparse":
         res = bench_sparse(args.model)
+    elif args.what == "save-random":
+        res = save_random(args.model, args.out)
     elif args.what == "adam":
         res = bench_adam(args.model, fast=args.fast, steps=args.steps)
     elif args.what == "profile":
