@@ -253,6 +253,9 @@ bench() {
 }
 
 if [ "${1:-}" = --dry-run ]; then DRY=1; shift; fi
+case "$DRY:${1:-}" in 1:smoke|1:test|1:bench|1:bench-cpu)
+  echo "run.sh: --dry-run lists the suite's runs (bash run.sh --dry-run [STAGE ...]); it does not apply to $1" >&2; exit 2 ;;
+esac
 case "${1:-}" in
   smoke) setup; smoke ;;
   test) shift; setup; tests "$@" ;;

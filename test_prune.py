@@ -872,6 +872,9 @@ def test_dry_run_lists_every_stage_and_marks_finished_runs(tmp_path):
     assert sum("--recipe smc" in line for line in runs) == 20 and lines[-2].endswith("report.py " + str(tmp_path) + " --md results.md")
     bad = subprocess.run(["bash", str(HERE / "run.sh"), "--dry-run", "nope"], capture_output=True, text=True, cwd=HERE)
     assert bad.returncode == 2 and "unknown stage" in bad.stderr
+    bench = subprocess.run(["bash", str(HERE / "run.sh"), "--dry-run", "bench"], capture_output=True, text=True,
+                           cwd=HERE, timeout=30)                       # refused at once, nothing run
+    assert bench.returncode == 2 and "does not apply to bench" in bench.stderr and not bench.stdout
 
 
 def test_results_md_puts_mean_and_spread_over_seeds_beside_the_paper(tmp_path):
