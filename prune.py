@@ -890,6 +890,9 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json")
+
+
 def load_config_and_tokenizer(name: str, role: str = "model"):
     """AutoConfig and AutoTokenizer of a local folder or hub id, or one clear UsageError."""
     from transformers import AutoConfig, AutoTokenizer
@@ -897,10 +900,19 @@ def load_config_and_tokenizer(name: str, role: str = "model"):
     looks_local = Path(path).exists() or path.startswith((".", "/", "~")) or path.count("/") > 1  # hub: org/name
     if looks_local and not (Path(path) / "config.json").is_file():
         raise UsageError(f"cannot load {role} '{name}': no config.json in that folder")
+    if looks_local and not any((Path(path) / f).is_file() for f in TOKENIZER_FILES) \
+            and not any(Path(path).glob("*.model")):  # else transformers builds a tokenizer of specials only
+        raise UsageError(f"cannot load {role} '{name}': no tokenizer in that folder (none of "
+                         f"{', '.join(TOKENIZER_FILES)} or a sentencepiece *.model)")
     try:
-        return path, AutoConfig.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+        config, tokenizer = AutoConfig.from_pretrained(path), AutoTokenizer.from_pretrained(path)
     except Exception as e:
         raise UsageError(f"cannot load {role} '{name}': {e.__class__.__name__}: {first_line(e)}") from None
+    rows = getattr(config, "vocab_size", None)
+    if rows is not None and len(tokenizer) > rows:
+        raise UsageError(f"cannot load {role} '{name}': its tokenizer has {len(tokenizer)} tokens but its "
+                         f"embeddings only {rows} rows")
+    return path, config, tokenizer
 
 
 def head_kwargs(spec: dict) -> dict:

@@ -852,6 +852,11 @@ def test_bench_save_random_writes_a_bert_base_shaped_model_prune_py_loads_and_ne
     with pytest.raises(SystemExit, match="not empty"):
         bench.main(["save-random", "--model", "config:bert-base", "--out", str(out)])
     assert (out / "model.safetensors").stat().st_mtime_ns == before
+    other = tmp_path / "no-tokenizer"                                  # a tokenizer that fails leaves no folder
+    with pytest.raises(OSError):
+        bench.main(["save-random", "--model", "config:bert-base", "--tokenizer", str(tmp_path / "nope"),
+                    "--out", str(other)])
+    assert not other.exists()
 
 
 def test_dry_run_lists_every_stage_and_marks_finished_runs(tmp_path):
@@ -917,6 +922,27 @@ def test_sparsity_outside_0_1_is_refused(tmp_path, sst2_dir, tiny, sparsity):
 def test_unknown_model_folder_is_refused(tmp_path, sst2_dir):
     _fails_before_training(tmp_path, "cannot load model", data_dir=sst2_dir, model=str(tmp_path / "nope"),
                            sparsity=0.5, hardness=0.0, epochs=6)
+
+
+def test_a_model_folder_without_a_tokenizer_is_refused(tmp_path, sst2_dir, tiny):
+    """transformers 5 builds a BERT tokenizer of special tokens only from such a folder: every word would be [UNK]."""
+    import shutil
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for f in tiny.iterdir():
+        if f.name in ("config.json", "model.safetensors"):
+            shutil.copy(f, bare / f.name)
+    _fails_before_training(tmp_path, "no tokenizer in that folder", data_dir=sst2_dir, model=str(bare),
+                           sparsity=0.5, hardness=0.0, epochs=6)
+
+
+def test_a_tokenizer_larger_than_the_embeddings_is_refused(tmp_path, sst2_dir):
+    vocab = _vocab()
+    big = make_tiny_model(tmp_path / "big", vocab=vocab)
+    from transformers import BertTokenizer
+    BertTokenizer(vocab={**vocab, "extra": len(vocab)}).save_pretrained(big)
+    _fails_before_training(tmp_path, f"{len(vocab) + 1} tokens but its embeddings only {len(vocab)} rows",
+                           data_dir=sst2_dir, model=str(big), sparsity=0.5, hardness=0.0, epochs=6)
 
 
 def test_missing_data_files_are_refused(tmp_path, tiny):
