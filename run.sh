@@ -246,7 +246,7 @@ bench() {
   once "$RUNS/bench/gmp90" --task sst2 --model "$model" --teacher "$RUNS/bench/teacher/model" --data_dir "$data" --sparsity 0.9
   "$PYTHON" tools/bench.py trainer --model "$model" --data_dir "$data" --steps 1000 --out "$RUNS/bench/trainer"
   local bert=$RUNS/bench/bert-base-random
-  [ -f "$bert/config.json" ] || "$PYTHON" tools/bench.py save-random --model config:bert-base --out "$bert"
+  [ -f "$bert/config.json" ] || "$PYTHON" tools/bench.py save-random --model config:bert-base --tokenizer "$model" --out "$bert"
   once "$RUNS/bench/bert-base-gmp90" --task sst2 --model "$bert" --teacher "$bert" --data_dir "$data" \
     --max_train_samples 10000 --sparsity 0.9
   "$PYTHON" tools/bench.py trainer --model "$bert" --data_dir "$data" --steps 600 --out "$RUNS/bench/trainer-bert-base"

@@ -9,8 +9,8 @@
             weights and first moments zero; the second moments zeroed too, as before): is AdamW slower on zeros?
   trainer   the Hugging Face Trainer doing dense fine-tuning of the same model on SST-2 (needs accelerate);
             its whole-run rate and its steady rate after the first 20 steps
-  save-random  --model config:bert-base --out DIR: a random BERT-base-shaped classifier with a tokenizer, for
-            full runs of that shape with prune.py and Trainer (speed only)
+  save-random  --model config:bert-base --out DIR [--tokenizer minilm]: a random BERT-base-shaped classifier
+            with a BERT tokenizer, for full runs of that shape with prune.py and Trainer (speed only)
   sparse    CPU inference of a pruned model, dense vs sparse (prune.sparsify), and file sizes
 
 Each prints one JSON line. Training never imports this file.
@@ -60,16 +60,22 @@ def classifier(model_path: str) -> nn.Module:
     return prune.load_model(prune.resolve_model_path(model_path), "sst2")
 
 
-def save_random(model_path: str, out: str) -> dict:
+def save_random(model_path: str, out: str, tokenizer: str = "minilm") -> dict:
     """A speed-only model folder prune.py and Trainer can load: config:bert-base's shape with random weights and
-    MiniLM-L6's tokenizer (BERT's uncased WordPiece, the 30,522 tokens of the shape's vocabulary)."""
+    a BERT tokenizer, by default MiniLM-L6's (BERT's uncased WordPiece, the 30,522 tokens of the shape's
+    vocabulary). The tokenizer loads first: a failure leaves no half-written folder."""
     from transformers import AutoTokenizer
     if model_path != "config:bert-base":
         raise SystemExit(f"bench save-random: only config:bert-base has a tokenizer here, got {model_path}")
     if Path(out).exists() and any(Path(out).iterdir()):
         raise SystemExit(f"bench save-random: {out} is not empty; give a new folder")
-    classifier(model_path).save_pretrained(out)
-    AutoTokenizer.from_pretrained(prune.resolve_model_path("minilm")).save_pretrained(out)
+    tok = AutoTokenizer.from_pretrained(prune.resolve_model_path(tokenizer))
+    model = classifier(model_path)
+    if len(tok) > model.config.vocab_size:
+        raise SystemExit(f"bench save-random: {tokenizer}'s tokenizer has {len(tok)} tokens, more than the "
+                         f"{model.config.vocab_size} rows of {model_path}'s embeddings")
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
     return {"out": out}
 
 
@@ -305,6 +311,7 @@ def main(argv=None) -> int:
     p.add_argument("--length", type=int, default=128)
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--out", default="runs/bench")
+    p.add_argument("--tokenizer", default="minilm", help="save-random: the tokenizer to save with the model")
     p.add_argument("--only", default="", help="step: a comma list of variants (eager_dense, eager_gmp, on_dense, on_gmp, "
                                               "compile_dense, compile_gmp, on_dense_no_kd)")
     p.add_argument("--fast", default="on", choices=FAST_MODES, help="profile, adam: as --fast on / off builds the step (profile: or with torch.compile)")
@@ -319,7 +326,7 @@ def main(argv=None) -> int:
     elif args.what == "sparse":
         res = bench_sparse(args.model)
     elif args.what == "save-random":
-        res = save_random(args.model, args.out)
+        res = save_random(args.model, args.out, args.tokenizer)
     elif args.what == "adam":
         res = bench_adam(args.model, fast=args.fast, steps=args.steps)
     elif args.what == "profile":
