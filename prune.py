@@ -29,6 +29,7 @@ import re
 import shutil
 import string
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -1114,7 +1115,8 @@ def prepare_teacher(cfg: dict, data, out: Path, state: str, device: torch.device
 
 class Monitor:
     """after_step of the loop: the non-finite-loss watch (on the device, read at each log line: no host
-    synchronisation per step), log lines, evaluations at every cycle end, checkpoints."""
+    synchronisation per step), log lines, evaluations at every cycle end, checkpoints (written by a thread while
+    training goes on)."""
 
     def __init__(self, cfg, out, plan, model, optimizer, masks, evals, device, first_step, stats, teacher_time, log):
         self.cfg, self.out, self.plan, self.model, self.optimizer = cfg, out, plan, model, optimizer
@@ -1126,6 +1128,7 @@ class Monitor:
         self.first_bad = torch.full((), -1, dtype=torch.int64, device=device)
         self.loss_count, self.samples, self.eval_time = 0, 0, 0.0
         self.t0 = self.last_ckpt = time.time()
+        self.writer = CheckpointWriter(out, cfg["keep_checkpoints"])
 
     def totals(self) -> dict:
         """Counters over the whole run, resumed segments included."""
@@ -1145,6 +1148,7 @@ class Monitor:
         if done % cfg["log_every"] and not cycle_end:
             return
         if int(self.first_bad) >= 0:
+            self.writer.wait()
             raise TrainingError(f"non-finite loss at step {int(self.first_bad)}; stopped before writing anything "
                                 f"from it; last good checkpoint: {latest_checkpoint(self.out) or 'none'}")
         so_far = self.totals()
@@ -1166,13 +1170,14 @@ class Monitor:
         if cycle_end or time.time() - self.last_ckpt > 60 * cfg["checkpoint_minutes"]:
             moved = pruned_nonzero(self.model, self.masks)  # the invariant masked_update relies on, checked cheaply
             if moved:
+                self.writer.wait()
                 raise TrainingError(f"{moved} pruned weights are not zero at step {done}; last good checkpoint: "
                                     f"{latest_checkpoint(self.out) or 'none'}")
-            save_checkpoint(self.out, done, self.model, self.optimizer, self.masks, cfg["keep_checkpoints"],
-                            self.totals(), self.device)
+            self.writer.save(done, self.model, self.optimizer, self.masks, self.totals(), self.device)
             self.last_ckpt = time.time()
 
     def close(self) -> None:
+        self.writer.wait()
         self.file.close()
 
 
@@ -1292,15 +1297,69 @@ def save_checkpoint(out: Path, step: int, model, optimizer, masks: dict, keep: i
     """Everything a resumed run needs to continue exactly: weights, masks (as bool, a byte a weight),
     optimizer, step and the CPU and CUDA random states (and the run's counters). The data order is a function of
     (seed, epoch)."""
+    return write_checkpoint(out, checkpoint_state(step, model, optimizer, masks, stats, device), keep)
+
+
+def checkpoint_state(step: int, model, optimizer, masks: dict, stats: dict, device: torch.device) -> dict:
+    """save_checkpoint's content as a snapshot on the CPU: copies, so training may go on while it is written."""
     rng = {"cpu": torch.get_rng_state()}
     if device.type == "cuda":
         rng["cuda"] = torch.cuda.get_rng_state(device)
-    path = out / f"checkpoint-{step:09d}.pt"
-    atomic_save({"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "masks": {n: m.bool().cpu() for n, m in masks.items()}, "rng": rng, "stats": stats}, path)
+    return cpu_copy({"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "masks": {n: m.bool() for n, m in masks.items()}, "rng": rng, "stats": stats}, device)
+
+
+def cpu_copy(obj, device: torch.device):
+    """Every tensor in a nest of dicts, lists and tuples copied to the CPU: from a GPU through pinned memory in
+    one batch of asynchronous copies, then one synchronisation."""
+    def copy(o):
+        if isinstance(o, torch.Tensor):
+            return o.detach().to("cpu", non_blocking=True) if o.is_cuda else o.detach().clone()
+        if isinstance(o, dict):
+            return {k: copy(v) for k, v in o.items()}
+        return type(o)(copy(v) for v in o) if isinstance(o, (list, tuple)) else o
+    snapshot = copy(obj)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return snapshot
+
+
+def write_checkpoint(out: Path, state: dict, keep: int) -> Path:
+    """checkpoint-<step>.pt, written atomically, then all but the newest `keep` removed."""
+    path = out / f"checkpoint-{state['step']:09d}.pt"
+    atomic_save(state, path)
     for old in sorted(out.glob("checkpoint-*.pt"))[:-keep]:
         old.unlink()
     return path
+
+
+class CheckpointWriter:
+    """Checkpoints written behind training: save() takes the snapshot (the only pause training sees) and a
+    thread writes it while the next steps run. One write at a time; wait() joins it and raises its error.
+    A kill during a write leaves the previous checkpoint, which resumes exactly too."""
+
+    def __init__(self, out: Path, keep: int):
+        self.out, self.keep, self.thread, self.error = out, keep, None, None
+
+    def save(self, step: int, model, optimizer, masks: dict, stats: dict, device: torch.device) -> None:
+        self.wait()
+        state = checkpoint_state(step, model, optimizer, masks, stats, device)
+        self.thread = threading.Thread(target=self._write, args=(state,), name="checkpoint-writer")
+        self.thread.start()
+
+    def _write(self, state: dict) -> None:
+        try:
+            write_checkpoint(self.out, state, self.keep)
+        except BaseException as e:  # raised in the training thread by wait()
+            self.error = e
+
+    def wait(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
+            self.thread = None
+        if self.error is not None:
+            e, self.error = self.error, None
+            raise TrainingError(f"writing a checkpoint failed: {e.__class__.__name__}: {first_line(e)}") from e
 
 
 def load_checkpoint(out: Path, model, optimizer, masks: dict, device: torch.device) -> tuple:

@@ -1305,6 +1305,48 @@ def test_a_non_finite_loss_stops_the_run_at_its_step_and_keeps_the_last_good_che
     assert not (out / "results.json").exists() and not (out / "model").exists()
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=cuda)])
+def test_a_checkpoint_is_written_behind_training_from_a_snapshot_taken_at_its_step(tmp_path, monkeypatch, device):
+    """The writer thread may run while the next steps change the weights, masks and moments in place: the file
+    holds the state at save(). Writes are held back here until the model has changed."""
+    import threading
+    model = torch.nn.Linear(4, 3).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    model(torch.randn(2, 4, device=device)).sum().backward()
+    opt.step()
+    masks = {"weight": torch.ones(3, 4, device=device)}
+    release, real = threading.Event(), prune.atomic_save
+    monkeypatch.setattr(prune, "atomic_save", lambda obj, path: (release.wait(10), real(obj, path)))
+    writer = prune.CheckpointWriter(tmp_path, keep=2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    m_before = opt.state[model.weight]["exp_avg"].clone()
+    writer.save(7, model, opt, masks, {"samples": 14}, torch.device(device))
+    with torch.no_grad():                                              # the next steps, in place
+        model.weight.add_(1.0)
+        opt.state[model.weight]["exp_avg"].add_(1.0)
+        masks["weight"].zero_()
+    assert not list(tmp_path.glob("checkpoint-*.pt"))                  # still being written
+    release.set()
+    writer.wait()
+    state = torch.load(tmp_path / "checkpoint-000000007.pt", weights_only=False)
+    assert all(torch.equal(state["model"][k], v.cpu()) for k, v in before.items())
+    assert torch.equal(state["optimizer"]["state"][0]["exp_avg"], m_before.cpu())
+    assert state["masks"]["weight"].dtype == torch.bool and bool(state["masks"]["weight"].all())
+    assert state["step"] == 7 and state["stats"] == {"samples": 14}
+
+
+def test_a_failed_checkpoint_write_stops_the_run_with_one_line(tmp_path, monkeypatch):
+    def full_disk(obj, path):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(prune, "atomic_save", full_disk)
+    writer = prune.CheckpointWriter(tmp_path, keep=2)
+    model = torch.nn.Linear(2, 2)
+    writer.save(1, model, torch.optim.AdamW(model.parameters()), {}, {}, torch.device("cpu"))
+    with pytest.raises(prune.TrainingError, match="writing a checkpoint failed: OSError: .*No space left"):
+        writer.wait()
+    writer.wait()                                                      # reported once
+
+
 def test_no_model_is_written_when_the_measured_sparsity_misses_the_target(tmp_path, monkeypatch, tiny, sst2_dir):
     real = prune.magnitude_masks
     monkeypatch.setattr(prune, "magnitude_masks", lambda w, s, **kw: real(w, s * 0.9, **kw))  # a buggy pruner
