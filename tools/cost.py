@@ -4,7 +4,7 @@ Reads lines "[done] python prune.py ARGS --out OUT" on stdin and prints each wit
 estimated H200 time, then the total of the lines read. Steps come from the run's resolved config
 (prune.resolve_config) and the training set's size on the hub; a step's time from tools/bench.py on one H200
 (torch 2.11, CUDA graphs, the GMP* step with masks and KD; results/h200/session16/), plus a checkpoint at
-every LR-cycle end and every 10 minutes, at its measured time (results/h200/session17/). Teachers' logits and
+every LR-cycle end and every 10 minutes, at its measured cost (results/h200/session18/). Teachers' logits and
 evaluations are not counted (a few percent of a run).
 """
 import math
@@ -24,10 +24,12 @@ TRAIN_ROWS = {"squad": 88_641, "mnli": 392_702, "qqp": 363_846, "sst2": 67_349, 
 # 16 x 384 (SQuAD), RoBERTa-large 16 x 5 x 80 (CSQA, as 80 rows of 80 tokens). WinoGrande's 16 x 2 x 80 is
 # scaled from CSQA by rows (2/5), not measured.
 STEP_MS = {"glue": 12.50, "squad": 17.65, "commonsense_qa": 47.69, "winogrande": 47.69 * 2 / 5}
-# Seconds per checkpoint (weights, AdamW's moments, masks; written and fsynced): BERT-base 2.89, the mean of ten
-# in two full runs (results/h200/session17/call4, float masks: bool masks since make the file 15% smaller, not
-# yet timed); RoBERTa-large (multiple choice) scaled by parameters (355M / 110M), not measured.
-CHECKPOINT_S = {"bert-base": 2.89, "roberta-large": 2.89 * 355 / 110}
+# Seconds of training a checkpoint costs (weights, AdamW's moments, bool masks): a snapshot to the CPU, then a
+# thread writes it while training goes on. BERT-base 0.82: two 10,000-row runs in one call, 5 checkpoints each,
+# training 29.71 s with writes behind training vs 35.09 s waiting for each write (9.50 s in writes):
+# (29.71 - (35.09 - 9.50)) / 5 (results/h200/session18/call2); RoBERTa-large scaled by parameters (355M /
+# 110M), not measured.
+CHECKPOINT_S = {"bert-base": 0.82, "roberta-large": 0.82 * 355 / 110}
 
 
 def estimate(args: list) -> tuple:
