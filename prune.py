@@ -1292,16 +1292,10 @@ def read_json(path: Path):
         return None
 
 
-def save_checkpoint(out: Path, step: int, model, optimizer, masks: dict, keep: int, stats: dict,
-                    device: torch.device) -> Path:
-    """Everything a resumed run needs to continue exactly: weights, masks (as bool, a byte a weight),
-    optimizer, step and the CPU and CUDA random states (and the run's counters). The data order is a function of
-    (seed, epoch)."""
-    return write_checkpoint(out, checkpoint_state(step, model, optimizer, masks, stats, device), keep)
-
-
 def checkpoint_state(step: int, model, optimizer, masks: dict, stats: dict, device: torch.device) -> dict:
-    """save_checkpoint's content as a snapshot on the CPU: copies, so training may go on while it is written."""
+    """Everything a resumed run needs to continue exactly: weights, masks (as bool, a byte a weight),
+    optimizer, step and the CPU and CUDA random states (and the run's counters); the data order is a function of
+    (seed, epoch). A snapshot on the CPU: copies, so training may go on while it is written."""
     rng = {"cpu": torch.get_rng_state()}
     if device.type == "cuda":
         rng["cuda"] = torch.cuda.get_rng_state(device)
