@@ -81,11 +81,11 @@ def save_random(model_path: str, out: str, tokenizer: str = "minilm") -> dict:
 
 def with_moments(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
     """One AdamW step on small random gradients, so that every weight has non-zero moments before the masks
-    come, as in a run (GMP* prunes first after its dense epoch); the gradients are then cleared."""
+    come, as in a run (GMP* prunes first after its dense epoch); the gradients are then zeroed."""
     for p in model.parameters():
         p.grad = torch.randn_like(p) * 1e-3
     optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+    optimizer.zero_grad(set_to_none=False)   # in place: GraphedStep's gradients are persistent
 
 
 def gmp_step(model_path: str, dev: torch.device, *, batch: int, masked: bool, fast: str, graphs: bool,
