@@ -1373,14 +1373,14 @@ def open_log(path: Path, first_step: int):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# The fast path: the reference Step wrapped, never changed. FusedStep fuses the gradient mask of the encoder's
-# linears into their backward and updates in one pass; GraphedStep replays it from CUDA graphs. They own every
+# The fast path: the reference Step wrapped, never changed. FusedStep fuses the gradient mask of the linears into
+# their backward and skips their weights' re-zeroing pass; GraphedStep replays it from CUDA graphs. They own every
 # GPU-only concession: a fused, capturable AdamW with the LR in a device tensor, persistent gradients, autocast
 # without its cast cache, batches padded to multiples of 32 tokens so that a few graphs cover every batch.
 
 def fast_optimizer(optimizer: torch.optim.Optimizer, device: torch.device) -> torch.optim.Optimizer:
     """The same AdamW (settings and state) over the same parameters, fused and capturable, the LR a device tensor
-    that a replayed graph reads."""
+    that a replayed graph reads, zero_grad zeroing in place."""
     group = optimizer.param_groups[0]
     params = [p for g in optimizer.param_groups for p in g["params"]]
     fast = torch.optim.AdamW(params, lr=torch.tensor(float(group["lr"]), device=device), betas=group["betas"],
@@ -1389,23 +1389,8 @@ def fast_optimizer(optimizer: torch.optim.Optimizer, device: torch.device) -> to
         load_optimizer_state(fast, optimizer.state_dict())
         for state in fast.state.values():
             state["step"] = state["step"].to(device, torch.float32)
+    fast.zero_grad = functools.partial(fast.zero_grad, set_to_none=False)   # gradients stay where graphs wrote them
     return fast
-
-
-@torch.no_grad()
-def one_pass_update(optimizer: torch.optim.Optimizer, params: list, weights: dict, masks: dict,
-                    max_grad_norm: float) -> None:
-    """masked_update without its pass over the weights, for weights whose gradients arrive masked: exact because
-    prune(..., optimizer) zeroed the pruned weights' first moment, which a zero gradient keeps at zero (AdamW's
-    update m / (sqrt(v) + eps) and the decay of a zero weight are 0). masks: those not fused into the backward.
-    Gradients are zeroed in place, the same memory every step (CUDA graphs)."""
-    names = [n for n in masks if weights[n].grad is not None]
-    if names:
-        torch._foreach_mul_([weights[n].grad for n in names], [masks[n] for n in names])
-    if max_grad_norm > 0:
-        torch.nn.utils.clip_grad_norm_(params, max_grad_norm, foreach=True)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=False)
 
 
 class CastAccumulate(torch.autograd.Function):
@@ -1464,9 +1449,11 @@ def fused_weight_grads(modules: dict, masks: dict):
 
 class FusedStep:
     """The fast path's step, eagerly, on any device: the reference Step's loss, its forward and backward with the
-    gradients of the encoder's linears cast, masked and accumulated in one kernel (fused_weight_grads), and
-    one_pass_update. Bit for bit the reference's weights (test_the_fast_path_step_gives_the_reference_weights_
-    bit_for_bit); GraphedStep replays it."""
+    gradients of the linears cast, masked and accumulated in one kernel (fused_weight_grads), then masked_update
+    over the other masked weights only: no pass over the linears' weights, exact because prune(..., optimizer)
+    zeroed their first moment, which a zero gradient keeps at zero (AdamW's update m / (sqrt(v) + eps) and the
+    decay of a zero weight are 0). Bit for bit the reference's weights on the CPU
+    (test_the_fast_path_step_gives_the_reference_weights_bit_for_bit); GraphedStep replays it."""
     pad_multiple = 8
 
     def __init__(self, step: Step, optimizer: torch.optim.Optimizer = None):
@@ -1487,7 +1474,7 @@ class FusedStep:
 
     def update(self) -> None:
         s = self.step
-        one_pass_update(self.optimizer, s.params, self.weights, self.unfused_masks, s.max_grad_norm)
+        masked_update(self.optimizer, s.params, self.weights, self.unfused_masks, s.max_grad_norm)
 
 
 class GraphedStep(FusedStep):

@@ -1367,7 +1367,8 @@ def test_no_model_is_written_when_the_measured_sparsity_misses_the_target(tmp_pa
 def test_a_pruned_weight_off_zero_stops_the_run_at_its_next_checkpoint(tmp_path, monkeypatch, tiny, sst2_dir):
     real = prune.zero_pruned   # a broken masked update: no re-zeroing pass, and momentum kept at pruning: drift
     monkeypatch.setattr(prune, "zero_pruned", lambda w, m, optimizer=None: real(w, m))
-    monkeypatch.setattr(prune, "masked_update", prune.one_pass_update)
+    real_update = prune.masked_update
+    monkeypatch.setattr(prune, "masked_update", lambda opt, params, w, m, clip: real_update(opt, params, w, {}, clip))
     cfg = run_cfg(tmp_path, data_dir=sst2_dir, model=str(tiny), sparsity=0.8, epochs=6, hardness=0.0, lr=1e-3)
     with pytest.raises(prune.TrainingError, match="pruned weights are not zero at step"):
         prune.run(cfg, log=quiet)
@@ -1466,7 +1467,7 @@ def test_fused_weight_grads_give_the_reference_gradients_bit_for_bit(tiny, preci
                 with prune.fused_weight_grads(modules, masks) if fused else contextlib.nullcontext():
                     loss = model(input_ids=x, labels=torch.tensor([0, 1, 1, 0])).loss
             loss.backward()
-        for n, m in masks.items():   # fused: what FusedStep.update leaves to one_pass_update
+        for n, m in masks.items():   # fused: what FusedStep.update leaves to masked_update
             if not fused or n not in modules:
                 weights[n].grad.mul_(m)
         return {n: p.grad.clone() for n, p in model.named_parameters()}

@@ -6,7 +6,7 @@ estimated H200 time, then the total of the lines read. Steps come from the run's
 the hub's. BERT-base and RoBERTa-large: a step's time from tools/bench.py on one H200 (torch 2.11, CUDA graphs,
 the GMP* step with masks and KD), plus a checkpoint at every LR-cycle end and every checkpoint_minutes at its
 measured cost; teachers' logits and evaluations are not counted (a few percent of a run). MiniLM-L6 (the mini
-stage): whole runs measured on the H200, training samples/s and the rest of the wall time per task.
+stage): whole runs measured on the H200, 3-4 at a time, per task.
 """
 import gzip
 import json
@@ -32,10 +32,15 @@ STEP_MS = {"glue": 12.50, "squad": 17.65, "commonsense_qa": 47.69, "winogrande":
 # BERT-base 1.9 (five checkpoints of a 10,000-row run took 9.50 s; results/h200/2026-11-29-f681ae6/call2);
 # RoBERTa-large scaled by parameters (355M / 110M), not measured.
 CHECKPOINT_S = {"bert-base": 1.9, "roberta-large": 1.9 * 355 / 110}
-# MiniLM-L6 whole runs on one H200 (bash run.sh mini): training samples/s and the seconds of the run outside
-# training (loading, tokenizing, the teacher's logits, evaluations, graph capture), per task; measured,
-# results/mini/. A task not measured yet counts as SST-2.
-MINILM_RUNS = {"sst2": (10_190.0, 20.0)}
+# MiniLM-L6 whole runs on one H200 (bash run.sh mini, JOBS_PER_GPU 3-4; results/mini/): per task, the training
+# samples/s of a run and its seconds outside training (loading, tokenizing, the teacher's logits, evaluations,
+# graph capture), means over its finished runs (GMP* where measured, else its teacher); a task not measured counts
+# as SST-2. Runs shared the GPU 3-4 at a time: 3,486 s of run time finished in 1,241 s of the GPU's time, so a
+# run costs its time / MINILM_SHARING of GPU time.
+MINILM_RUNS = {"sst2": (3_422.0, 16.0), "commonsense_qa": (1_317.0, 16.0), "winogrande": (2_608.0, 21.0),
+               "squad": (1_270.0, 23.0), "cola": (4_976.0, 7.0), "mrpc": (2_066.0, 8.0), "rte": (1_788.0, 8.0),
+               "stsb": (3_421.0, 10.0)}
+MINILM_SHARING = 3_486 / 1_241
 
 
 def train_rows(task: str, data_dir: str) -> int:
@@ -69,7 +74,7 @@ def estimate(args: list) -> tuple:
     samples = plan.total_steps * cfg["batch_size"] * cfg["grad_accum"]
     if model_family(cfg["model"]) == "minilm":
         rate, other = MINILM_RUNS.get(task, MINILM_RUNS["sst2"])
-        return plan.total_steps, (samples / rate + other) / 3600
+        return plan.total_steps, (samples / rate + other) / MINILM_SHARING / 3600
     ms = STEP_MS.get(task, STEP_MS["glue"]) * cfg["grad_accum"] * cfg["batch_size"] / (
         16 if task in ("squad", "commonsense_qa", "winogrande") else 32)
     train_s = plan.total_steps * ms / 1e3

@@ -291,6 +291,7 @@ def draw_figure1(results: list, path: Path, plt) -> Path:
         if runs.get(f"teacher-{task}"):
             ax.axhline(np.mean(percent(runs[f"teacher-{task}"])), color="k", lw=1, label="dense teacher")
         ax.axhline(CHANCE[task], color="gray", ls=":", lw=1, label="chance")
+        ax.margins(y=0.1)
         ax.set(xlabel="sparsity", ylabel="dev accuracy (%)", title=f"{task}, MiniLM-L6")
         ax.legend(fontsize=7)
     return _save(fig, path, plt)
