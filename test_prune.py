@@ -1867,3 +1867,18 @@ def test_the_claims_table_says_which_claims_hold_beyond_noise_and_draws_figure_1
         assert report.main([str(root), "--claims", str(root / "claims.md")]) == 0
         assert (root / "figure1.png").read_bytes()[:4] == b"\x89PNG"
         assert "![Figure 1 at small scale](figure1.png)" in (root / "claims.md").read_text()
+
+
+def test_the_readmes_map_of_the_algorithm_points_at_the_code():
+    """The README's line ranges: each prune.py section starts at its separator with its numbered header and ends
+    before the next section; the schedule and KD ranges start at a function and end at their file's last line."""
+    rows = re.findall(r"^\| `(\w+\.py)` (\d+)-(\d+) \| (?:(\d)\. )?", (HERE / "README.md").read_text(), re.M)
+    assert [r[3] for r in rows if r[0] == "prune.py"] == ["1", "2", "3", "4", "5", "6"]
+    for name, first, last, section in rows:
+        lines = (HERE / name).read_text().splitlines()
+        first, last = int(first), int(last)
+        if section:
+            assert lines[first - 1].startswith("# ====") and lines[first].startswith(f"# {section}. "), (name, first)
+            assert lines[last].startswith("# ===="), (name, last)             # the next section's separator
+        else:
+            assert lines[first - 1].startswith("def ") and last == len(lines), (name, first, last)
