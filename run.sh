@@ -243,7 +243,8 @@ run_plan() {
   fi
   if [ $MODE = jobs ]; then  # one self-contained command per unfinished run, and the teacher it needs
     local here py needs
-    here=$(pwd -P); py=$(cd "$(dirname "$PYTHON")" && pwd -P)/$(basename "$PYTHON")
+    here=$(pwd -P); py=$(command -v "$PYTHON")   # an absolute path: the command runs from anywhere
+    [[ $py == /* ]] || py=$here/$py
     for line in "${lines[@]}"; do
       name=${line%%|*}; args=${line#*|}; out=$RUNS/$name
       [ -f "$out/results.json" ] && continue

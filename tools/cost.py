@@ -72,7 +72,8 @@ def estimate(args: list) -> tuple:
         rows = min(rows, cfg["max_train_samples"])
     plan = prune.make_plan(cfg, rows // (cfg["batch_size"] * cfg["grad_accum"]))
     samples = plan.total_steps * cfg["batch_size"] * cfg["grad_accum"]
-    if model_family(cfg["model"]) == "minilm":
+    family = model_family(cfg["model"])
+    if family == "minilm":
         rate, other = MINILM_RUNS.get(task, MINILM_RUNS["sst2"])
         return plan.total_steps, (samples / rate + other) / MINILM_SHARING / 3600
     ms = STEP_MS.get(task, STEP_MS["glue"]) * cfg["grad_accum"] * cfg["batch_size"] / (
@@ -81,7 +82,7 @@ def estimate(args: list) -> tuple:
     timer = (int(train_s / (60 * cfg["checkpoint_minutes"])) if cfg["checkpoint_minutes"] > 0
              else plan.total_steps // cfg["log_every"])   # 0: a checkpoint at every logged step
     checkpoints = math.ceil(plan.total_steps / plan.cycle_steps) + timer
-    ckpt_s = CHECKPOINT_S["roberta-large" if model_family(cfg["model"]) == "roberta-large" else "bert-base"]
+    ckpt_s = CHECKPOINT_S["roberta-large" if family == "roberta-large" else "bert-base"]
     return plan.total_steps, (train_s + checkpoints * ckpt_s) / 3600
 
 

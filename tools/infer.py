@@ -21,6 +21,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import prune  # noqa: E402
 
 
+def unpack_mask(bits: torch.Tensor, shape: list) -> np.ndarray:
+    """A bool mask of the given shape from its bit-packed bytes (np.packbits order)."""
+    return np.unpackbits(bits.numpy())[:math.prod(shape)].reshape(shape).astype(bool)
+
+
 def load_compressed(folder: str, dtype: torch.dtype = torch.float32) -> nn.Module:
     """The stock AutoModelFor* model of a folder holding config.json and compressed.safetensors: each masked
     weight rebuilt as zeros with its kept values scattered back, so the weights equal the saved ones bit for bit."""
@@ -32,7 +37,7 @@ def load_compressed(folder: str, dtype: torch.dtype = torch.float32) -> nn.Modul
         state = {k: f.get_tensor(k) for k in f.keys()}
     for name, shape in shapes.items():
         values = state.pop(f"{name}.values")
-        keep = np.unpackbits(state.pop(f"{name}.mask").numpy())[:math.prod(shape)].reshape(shape).astype(bool)
+        keep = unpack_mask(state.pop(f"{name}.mask"), shape)
         weight = torch.zeros(shape, dtype=values.dtype)
         weight[torch.from_numpy(keep)] = values
         state[name] = weight
@@ -48,8 +53,8 @@ def load_masks(folder: str) -> dict:
     from safetensors import safe_open
     with safe_open(str(Path(folder) / "compressed.safetensors"), framework="pt") as f:
         shapes = json.loads(f.metadata()["pruned_shapes"])
-        return {n: torch.from_numpy(np.unpackbits(f.get_tensor(f"{n}.mask").numpy())[:math.prod(s)].reshape(s)
-                                    .astype(np.float32)) for n, s in shapes.items()}
+        return {n: torch.from_numpy(unpack_mask(f.get_tensor(f"{n}.mask"), s).astype(np.float32))
+                for n, s in shapes.items()}
 
 
 class SparseLinear(nn.Module):

@@ -76,9 +76,14 @@ def matching(results: list, task: str, recipe: str = "gmp_star", **want) -> list
     return out
 
 
+def percent(runs: list) -> list:
+    """Main-metric values of runs, in percent."""
+    return [100 * r["metrics"][r["metric"]] for r in runs]
+
+
 def pick(results: list, task: str, recipe: str = "gmp_star", **want) -> list:
     """Main-metric values (percent) of the matching runs."""
-    return [100 * r["metrics"][r["metric"]] for r in matching(results, task, recipe, **want)]
+    return percent(matching(results, task, recipe, **want))
 
 
 def cell(vals: list) -> str:
@@ -198,10 +203,6 @@ def by_name(results: list) -> dict:
     for r in results:
         out.setdefault(re.sub(r"-seed\d+$", "", Path(r["run"]).name), []).append(r)
     return out
-
-
-def percent(runs: list) -> list:
-    return [100 * r["metrics"][r["metric"]] for r in runs]
 
 
 def noise(runs: list) -> float:
