@@ -216,7 +216,7 @@ plan_mini_students() {
       echo "mini/$task-s90-scope_all-seed$seed|$base --sparsity 0.9 --scope all"
       echo "mini/$task-s97-e10-seed$seed|$base --sparsity 0.97 --epochs 10"
       for v in 3e-5 5e-5 8e-5; do for s in 0.9 0.97; do
-        echo "mini/$task-s$(pct $s)-e10-lr$v-seed$seed|$base --sparsity $s --epochs 10 --lr $v"
+        echo "mini/$task-s$(pct $s)-e10-lr$v-seed$seed|${base/$gmp/--lr $v} --sparsity $s --epochs 10"
       done; done
       for v in 0.0 0.3 0.5; do echo "mini/$task-s90-init$v-seed$seed|$base --sparsity 0.9 --initial_sparsity $v"; done
       for v in 0.6 0.9; do echo "mini/$task-s90-h$v-seed$seed|$base --sparsity 0.9 --hardness $v"; done
