@@ -215,6 +215,13 @@ def noise(runs: list) -> float:
     return max(sampling, seeds)
 
 
+def at_chance(runs: dict, task: str) -> bool:
+    """A dense teacher no better than chance (by less than twice its sampling error): on its task neither it nor
+    its students can test a claim."""
+    teacher = runs.get(f"teacher-{task}")
+    return bool(teacher) and task in CHANCE and np.mean(percent(teacher)) - CHANCE[task] <= 2 * noise(teacher)
+
+
 def verdict(diff: float, margin: float) -> str:
     if diff > margin:
         return "**holds**"
@@ -236,6 +243,11 @@ def claims_markdown(results: list, figure: str = "") -> str:
         task = win.split("-")[0]
         a, b = runs.get(win), runs.get(lose)
         paper_cell = f"{paper[0]:.1f} vs {paper[1]:.1f}" if paper else "not reported"
+        if at_chance(runs, task):
+            t = np.mean(percent(runs[f"teacher-{task}"]))
+            md.append(f"| {text} ({task}) | {where} | {paper_cell} | teacher {t:.1f}, chance {CHANCE[task]:.0f} | | "
+                      "untestable: the dense teacher is at chance |")
+            continue
         if not a or not b:
             md.append(f"| {text} ({task}) | {where} | {paper_cell} | not run | | |")
             continue
@@ -256,7 +268,7 @@ def claims_markdown(results: list, figure: str = "") -> str:
         vals = {s: runs.get(f"{task}-s{s}") for s in (80, 90, 97)}
         share = {s: f"{np.mean(percent(v)) / t:.1%}" if v and t else "" for s, v in vals.items()}
         paper = PAPER_RECOVERY.get(task)
-        md.append(f"| {task} | {t:.1f} | " + " | ".join(cell(percent(v)) if v else "not run" for v in vals.values())
+        md.append(f"| {task} | {t:.1f}{' (chance)' if at_chance(runs, task) else ''} | " + " | ".join(cell(percent(v)) if v else "not run" for v in vals.values())
                   + f" | {share[90]} | {share[97]} | {f'{paper[0]:.1%} / {paper[1]:.1%}' if paper else ''} |")
     squad = [(name, runs.get(name)) for name in ("teacher-squad", "squad-s90")]
     if all(v for _, v in squad):
