@@ -1809,6 +1809,9 @@ def test_mini_plans_teachers_the_grid_figure_1_and_ablations_on_the_tasks_with_d
     assert len(ablations) == 1 + 1 + 6 + 3 + 2 + 3 and all(n.startswith("commonsense_qa-") for n in ablations)
     assert "--scope all" in runs["commonsense_qa-s90-scope_all-seed0"]
     assert "--temperature 8.5" in runs["commonsense_qa-s90-T8.5-seed0"]
+    for v in ("3e-5", "5e-5", "8e-5"):                                  # Table 3: the ablation's LR, given once
+        line = runs[f"commonsense_qa-s97-e10-lr{v}-seed0"]
+        assert line.count("--lr ") == 1 and f"--lr {v} " in line and "--epochs 10 " in line
     assert not any(n.startswith(("mrpc", "squad", "winogrande")) for n in runs)  # no data, no run
     assert len(runs) == 2 + 3 + 3 + 3 + 5 + 10 + 16
     assert re.match(r"# to run: 42 runs, about \d+\.\d H200-hours", r.stdout.splitlines()[-1])
@@ -1851,6 +1854,9 @@ def test_the_claims_table_says_which_claims_hold_beyond_noise_and_draws_figure_1
     _fake_run(root, "commonsense_qa-s90-T1-seed0", "commonsense_qa", 0.375, sparsity=0.9)   # +0.5: noise
     _fake_run(root, "commonsense_qa-s90-h0.6-seed0", "commonsense_qa", 0.44, sparsity=0.9)  # reversed
     _fake_run(root, "commonsense_qa-s90-nokd-seed0", "commonsense_qa", 0.30, sparsity=0.9)
+    _fake_run(root, "teacher-winogrande", "winogrande", 0.51, recipe="dense")             # chance, within noise
+    _fake_run(root, "winogrande-s90-seed0", "winogrande", 0.60, sparsity=0.9)
+    _fake_run(root, "winogrande-smc-k4-seed0", "winogrande", 0.50, recipe="smc", sparsity=0.5904)
     results = report.find_results(root)
     md = report.claims_markdown(results)
     row = {line.split(" | ")[0]: line for line in md.splitlines() if line.startswith("| ")}
@@ -1859,6 +1865,10 @@ def test_the_claims_table_says_which_claims_hold_beyond_noise_and_draws_figure_1
     assert "within noise" in row["| Table 5: temperature 5.5 beats 1 (commonsense_qa)"]
     assert "**does not hold** (reversed)" in row["| Table 4: hardness 1.0 beats 0.6 (commonsense_qa)"]
     assert "not run" in row["| Guideline 1: prune the encoder only, not embeddings and head (commonsense_qa)"]
+    wino = row["| Figure 1: the same on WinoGrande (winogrande)"]                  # a teacher at chance tests nothing
+    assert "teacher 51.0, chance 50" in wino and "untestable" in wino and "holds" not in wino
+    assert "| winogrande | 51.0 (chance) |" in md
+    assert not report.at_chance(report.by_name(results), "commonsense_qa")
     seeds = report.by_name(results)["commonsense_qa-s90"]            # the seed spread: std / sqrt(2) = 1.0 pt
     assert report.noise(seeds) == pytest.approx(max(1.0, 100 * math.sqrt(0.38 * 0.62 / 1000)), rel=1e-6)
     assert "| commonsense_qa | 45.0 | not run | 38.0 ± 1.4 (2) | not run | 84.4% |" in md
