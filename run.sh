@@ -24,7 +24,8 @@
 # Environment: PYTHON (default .venv/bin/python, created on first use), RUNS (default runs), SEEDS (default
 # "0 1 2"; mini: "0"), TEACHER_<TASK> (a teacher path or hub id, e.g. TEACHER_SQUAD=...; skips training that
 # teacher), JOBS_PER_GPU, and for mini: MINI_MODEL (default minilm), DATA (a folder laid out as glue/<task>,
-# commonsense_qa, winogrande, squad, in the hub's columns; default: the hub).
+# commonsense_qa, winogrande, squad, in the hub's columns; default: the hub), MINI_AT_CHANCE (default skip: no
+# students on a multiple-choice task whose finished teacher is at chance; run: run them anyway).
 set -euo pipefail
 cd "$(dirname "$0")"
 RUNS=${RUNS:-runs}
@@ -188,6 +189,12 @@ mini_args() {  # TASK: the model and data flags every mini run of the task has
   echo "--task $1 --model ${MINI_MODEL:-minilm}$data"
 }
 mini_tasks() { local t; for t in $MINI_TASKS; do mini_has_data "$t" && echo "$t"; done; }
+mini_teacher_at_chance() {  # TASK: its finished mini teacher is no better than chance (tools/report.py at_chance)
+  case $1 in commonsense_qa|winogrande) ;; *) return 1 ;; esac
+  [ -f "$RUNS/mini/teacher-$1/results.json" ] || return 1
+  "$PYTHON" -c "import sys; sys.path.insert(0, 'tools'); import report
+sys.exit(not report.at_chance(report.by_name(report.find_results('$RUNS/mini')), '$1'))" 2>/dev/null
+}
 
 plan_mini_teachers() {
   local task dense; dense=$(mini_flags dense)
@@ -199,6 +206,11 @@ plan_mini_students() {
   gmp=$(mini_flags gmp_star); grid=$(smc_grid)
   for seed in $(mini_seeds); do
     for task in $(mini_tasks); do  # Tables 7 and 8 in miniature: GMP* at 80 / 90 / 97% (scaled: 10, 10, 30 epochs)
+      if [ "${MINI_AT_CHANCE:-skip}" != run ] && mini_teacher_at_chance "$task"; then
+        echo "run.sh: mini: no $task students (seed $seed): its dense teacher is at chance, so they would test" \
+             "nothing (tools/report.py at_chance); MINI_AT_CHANCE=run runs them" >&2
+        continue
+      fi
       base="$(mini_args $task) $gmp --teacher $RUNS/mini/teacher-$task/model --seed $seed"
       for s in 0.8 0.9 0.97; do echo "mini/$task-s$(pct $s)-seed$seed|$base --sparsity $s"; done
       case $task in commonsense_qa|winogrande) ;; *) continue ;; esac

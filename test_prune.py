@@ -1820,6 +1820,28 @@ def test_mini_plans_teachers_the_grid_figure_1_and_ablations_on_the_tasks_with_d
     assert two.count("-seed1 ") == 40 and two.count("teacher-sst2 ") == 1
 
 
+def test_mini_runs_no_students_on_a_task_whose_teacher_is_at_chance(tmp_path):
+    """A finished WinoGrande teacher at chance (as MiniLM-L6's is): its students would test nothing, so the plan
+    leaves them out and says why; MINI_AT_CHANCE=run keeps them. A teacher above chance keeps its students."""
+    data = _mini_data(tmp_path, ("commonsense_qa", "winogrande"))
+    mini = tmp_path / "runs" / "mini"
+    _fake_run(mini, "teacher-winogrande", "winogrande", 0.4988, eval_rows=1267, recipe="dense")
+    _fake_run(mini, "teacher-commonsense_qa", "commonsense_qa", 0.45, eval_rows=1221, recipe="dense")
+    env = {**os.environ, "RUNS": str(tmp_path / "runs"), "PYTHON": sys.executable, "DATA": str(data)}
+
+    def planned(**extra):
+        r = subprocess.run(["bash", str(HERE / "run.sh"), "--dry-run", "mini"], capture_output=True, text=True,
+                           cwd=HERE, env={**env, **extra})
+        assert r.returncode == 0, r.stderr
+        return r, {re.search(r"--out \S+/mini/(\S+)", l)[1] for l in r.stdout.splitlines() if "prune.py" in l}
+    r, runs = planned()
+    assert not any(n.startswith("winogrande-") for n in runs) and "teacher-winogrande" in runs
+    assert "no winogrande students (seed 0): its dense teacher is at chance" in r.stderr
+    assert len([n for n in runs if n.startswith("commonsense_qa-")]) == 3 + 3 + 5 + 10 + 16
+    _, runs = planned(MINI_AT_CHANCE="run")
+    assert len([n for n in runs if n.startswith("winogrande-")]) == 3 + 3 + 5 + 10
+
+
 def test_squad_split_keeps_each_article_on_one_side(tmp_path):
     from tools import squad_split
     rows = [dict(r, title=f"article{i % 5}", id=f"{i}") for i, r in enumerate(_schema_rows("squad", 20))]
