@@ -2,7 +2,6 @@
 and hand-made fixtures in the hub's schemas, except where a test says it uses the real MiniLM-L6 or the
 shared GLUE files (those skip cleanly where the package or the folder is missing)."""
 import contextlib
-import functools
 import json
 import math
 import os
