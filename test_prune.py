@@ -875,6 +875,24 @@ def test_cost_counts_every_step_at_its_shapes_rate_and_a_checkpoint_per_cycle():
     assert mc > 0 and cost.CHECKPOINT_S["roberta-large"] > cost.CHECKPOINT_S["bert-base"]
 
 
+def test_bench_step_repeats_alternate_and_report_the_median_and_every_overhead(tiny, capsys):
+    """The mask-overhead bench measures each variant --repeats times in alternating order (dense, GMP*, GMP*,
+    dense, ...), keeps each variant's median repeat and reports the overhead of the medians and of each repeat."""
+    from tools import bench
+    assert bench.main(["step", "--model", str(tiny), "--length", "8", "--batch_size", "2", "--steps", "2",
+                       "--only", "eager_dense,eager_gmp", "--repeats", "3"]) == 0
+    out, err = capsys.readouterr()
+    order = [next(iter(json.loads(line))) for line in err.splitlines() if line.startswith("{")]
+    assert order == ["eager_dense", "eager_gmp", "eager_gmp", "eager_dense", "eager_dense", "eager_gmp"]
+    res = json.loads(out)
+    each = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    dense = sorted(e["eager_dense"]["samples_per_s"] for e in each if "eager_dense" in e)
+    gmp = sorted(e["eager_gmp"]["samples_per_s"] for e in each if "eager_gmp" in e)
+    assert res["eager_dense"]["samples_per_s"] == dense[1] and res["eager_gmp"]["samples_per_s"] == gmp[1]
+    assert res["eager_mask_overhead"] == pytest.approx(gmp[1] / dense[1]) and len(res["eager_mask_overhead_each"]) == 3
+    assert res["eager_gmp"]["pruned_nonzero"] == 0
+
+
 def test_bench_save_random_writes_a_bert_base_shaped_model_prune_py_loads_and_never_overwrites(tmp_path):
     _minilm_path()                                                     # the tokenizer comes from MiniLM-L6
     from tools import bench
