@@ -268,7 +268,8 @@ def claims_markdown(results: list, figure: str = "") -> str:
         vals = {s: runs.get(f"{task}-s{s}") for s in (80, 90, 97)}
         share = {s: f"{np.mean(percent(v)) / t:.1%}" if v and t else "" for s, v in vals.items()}
         paper = PAPER_RECOVERY.get(task)
-        md.append(f"| {task} | {t:.1f}{' (chance)' if at_chance(runs, task) else ''} | " + " | ".join(cell(percent(v)) if v else "not run" for v in vals.values())
+        flag = " (chance)" if at_chance(runs, task) else ""
+        md.append(f"| {task} | {t:.1f}{flag} | " + " | ".join(cell(percent(v)) if v else "not run" for v in vals.values())
                   + f" | {share[90]} | {share[97]} | {f'{paper[0]:.1%} / {paper[1]:.1%}' if paper else ''} |")
     squad = [(name, runs.get(name)) for name in ("teacher-squad", "squad-s90")]
     if all(v for _, v in squad):
