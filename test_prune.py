@@ -1,6 +1,7 @@
 """Tests of the GMP* reference. Each names the property it protects. All offline, on tiny random models
 and hand-made fixtures in the hub's schemas, except where a test says it uses the real MiniLM-L6 or the
 shared GLUE files (those skip cleanly where the package or the folder is missing)."""
+import ast
 import contextlib
 import json
 import math
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 import kd
 import prune
 import schedule
-from tools import infer, report
+from tools import fast, infer, report
 
 import transformers  # noqa: E402  (after the offline switches above)
 
@@ -390,24 +391,24 @@ def test_the_fast_path_step_gives_the_reference_weights_bit_for_bit(tiny, where)
     if where != "cpu" and not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
     device = torch.device("cpu" if where == "cpu" else "cuda")
-    ref, fast = _tiny_step(tiny, device), _tiny_step(tiny, device)
-    fast = prune.FusedStep(fast) if where == "cpu" else prune.GraphedStep(fast, device)
+    ref, other = _tiny_step(tiny, device), _tiny_step(tiny, device)
+    other = fast.FusedStep(other) if where == "cpu" else fast.GraphedStep(other, device)
     for t in range(60):
-        for s in (ref, fast):
+        for s in (ref, other):
             if t in (5, 30):
                 prune.prune(s.weights, s.masks, 0.5 if t == 5 else 0.8, "global", s.optimizer)
             s.micro(_tiny_batch(device, t % 7))
             s.update()
-        assert prune.pruned_nonzero(fast.model, fast.masks) == 0, t
+        assert prune.pruned_nonzero(other.model, other.masks) == 0, t
     if where == "cpu":  # on CUDA the fused AdamW rounds its own way: test_graphed_steps_give_the_same_weights...
-        a, b = ref.model.state_dict(), fast.model.state_dict()
+        a, b = ref.model.state_dict(), other.model.state_dict()
         assert all(torch.equal(a[k], b[k]) for k in a)
-    assert sum(int((m == 0).sum()) for m in fast.masks.values()) == round(0.8 * sum(m.numel() for m in fast.masks.values()))
+    assert sum(int((m == 0).sum()) for m in other.masks.values()) == round(0.8 * sum(m.numel() for m in other.masks.values()))
     # not vacuous: one pass without clearing the pruned weights' momentum at pruning moves them off zero
-    prune.prune(fast.weights, fast.masks, 0.9, "global")
-    fast.micro(_tiny_batch(device))
-    fast.update()
-    assert prune.pruned_nonzero(fast.model, fast.masks) > 0
+    prune.prune(other.weights, other.masks, 0.9, "global")
+    other.micro(_tiny_batch(device))
+    other.update()
+    assert prune.pruned_nonzero(other.model, other.masks) > 0
 
 
 def test_masks_survive_a_bit_packed_round_trip_in_the_compressed_file(tmp_path, tiny):
@@ -532,10 +533,24 @@ def test_report_draws_the_paper_comparisons_where_the_runs_exist(tmp_path):
     assert "![results_smc](results_smc.png)" in report.results_markdown(results, figures)
 
 
-def test_training_code_never_imports_matplotlib_or_the_tools():
+def test_training_code_never_imports_matplotlib_and_of_the_tools_only_the_fast_path_on_cuda():
     for name in ("prune.py", "kd.py", "schedule.py"):
         text = (HERE / name).read_text()
-        assert "matplotlib" not in text and "accelerate" not in text and "from tools" not in text
+        assert "matplotlib" not in text and "accelerate" not in text and "import tools" not in text
+        assert text.count("from tools") == (name == "prune.py")
+    source = (HERE / "prune.py").read_text()
+    assert "        from tools import fast\n" in source   # indented: inside fast_path(), for CUDA runs only
+    code = subprocess.run([sys.executable, "-c", "import sys, prune; assert not any(m.startswith('tools') for m in "
+                           "sys.modules), sorted(m for m in sys.modules if m.startswith('tools'))"],
+                          cwd=HERE, capture_output=True, text=True)
+    assert code.returncode == 0, code.stderr
+
+
+def test_a_cuda_run_without_tools_fast_stops_with_one_line(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tools.fast", None)   # as if prune.py were copied alone
+    monkeypatch.delattr(sys.modules["tools"], "fast")
+    with pytest.raises(prune.UsageError, match=r"--fast on needs tools/fast.py beside prune.py .*--fast off"):
+        prune.fast_path()
 
 
 def test_compressed_checkpoint_restores_the_stock_model_bit_for_bit(pruned_run):
@@ -1451,7 +1466,7 @@ def _few_steps(path: Path, enc: dict, graphs: bool, device: torch.device):
                            eps=1e-8, weight_decay=0.0, max_grad_norm=1.0, teacher_logits=cache, hardness=0.5,
                            temperature=5.5, regression=False, grad_accum=1, bf16=True)
     if graphs:
-        step = prune.GraphedStep(step, device)
+        step = fast.GraphedStep(step, device)
     for i, idx in enumerate(prune.make_batches(enc["lengths"], 16, seed=0, epoch=0)[:8]):
         if i in (3, 6):
             prune.prune(step.weights, step.masks, 0.5 if i == 3 else 0.7, "global", step.optimizer)
@@ -1471,7 +1486,7 @@ def test_fused_weight_grads_give_the_reference_gradients_bit_for_bit(tiny, preci
     weights = prune.prunable(model, "all" if recipe == "smc" else "encoder")
     masks = {} if recipe == "dense" else {n: torch.ones_like(w) for n, w in weights.items()}
     prune.prune(weights, masks, 0.6, "global")
-    modules = prune.fusable(model, weights)
+    modules = fast.fusable(model, weights)
     assert set(modules) == {n for n in weights if "embeddings" not in n}   # the linears, not the embeddings
     assert set(prune.prunable(model, "encoder")) <= set(modules)
     xs = [torch.randint(5, 20, (4, 12), generator=torch.Generator().manual_seed(i)) for i in range(2)]
@@ -1481,7 +1496,7 @@ def test_fused_weight_grads_give_the_reference_gradients_bit_for_bit(tiny, preci
         model.zero_grad(set_to_none=False)
         for x in xs:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision != "fp32"):
-                with prune.fused_weight_grads(modules, masks) if fused else contextlib.nullcontext():
+                with fast.fused_weight_grads(modules, masks) if fused else contextlib.nullcontext():
                     loss = model(input_ids=x, labels=torch.tensor([0, 1, 1, 0])).loss
             loss.backward()
         for n, m in masks.items():   # fused: what FusedStep.update leaves to masked_update
@@ -1931,3 +1946,21 @@ def test_the_readmes_map_of_the_algorithm_points_at_the_code():
             assert lines[last].startswith("# ===="), (name, last)             # the next section's separator
         else:
             assert lines[first - 1].startswith("def ") and last == len(lines), (name, first, last)
+
+
+def test_prune_py_reads_in_one_sitting_and_the_readme_is_short():
+    """prune.py at most 1,500 lines, no function over 60, and the recipe, the masks, the masked update, the loss,
+    the build function and the loop all end before line 400; the README at most 12,000 characters."""
+    source = (HERE / "prune.py").read_text()
+    tree = ast.parse(source)
+    assert len(source.splitlines()) <= 1500
+    functions = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)]
+    assert [(f.name, f.end_lineno - f.lineno + 1) for f in functions if f.end_lineno - f.lineno + 1 > 60] == []
+    ends = {n.name: n.end_lineno for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.Assign))
+            and hasattr(n, "name")}
+    ends["RECIPES"] = next(n.end_lineno for n in tree.body if isinstance(n, ast.Assign)
+                           and getattr(n.targets[0], "id", "") == "RECIPES")
+    for name in ("RECIPES", "magnitude_masks", "prune", "masked_update", "student_loss", "Step", "make_step", "train"):
+        assert ends[name] < 400, name
+    assert len((HERE / "README.md").read_text()) <= 12_000
+

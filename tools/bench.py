@@ -27,7 +27,7 @@ import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import prune  # noqa: E402
-from tools import infer  # noqa: E402
+from tools import fast as fast_path, infer  # noqa: E402
 
 
 FAST_MODES = ("on", "off", "compile")  # --fast of prune.py, and the torch.compile experiment
@@ -105,7 +105,7 @@ def gmp_step(model_path: str, dev: torch.device, *, batch: int, masked: bool, fa
     if fast == "compile":
         step.loss_fn = torch.compile(step.loss_fn, dynamic=False)
     if fast != "off":
-        step = prune.GraphedStep(step, dev) if graphs else prune.FusedStep(step)
+        step = fast_path.GraphedStep(step, dev) if graphs else fast_path.FusedStep(step)
     with_moments(model, step.optimizer)   # without it the pruned weights' m and v would be zero from the start
     prune.prune(step.weights, step.masks, 0.9, "global", step.optimizer)
     return model, step.masks, step
