@@ -869,7 +869,8 @@ def resolve_model_path(name: str) -> str:
 def load_config_and_tokenizer(name: str, role: str = "model"):
     """AutoConfig and AutoTokenizer of a local folder or hub id, or one clear UsageError."""
     from transformers import AutoConfig, AutoTokenizer
-    path, tokenizer_files = resolve_model_path(name), ("tokenizer.json", "vocab.txt", "vocab.json")
+    path = resolve_model_path(name)
+    tokenizer_files = ("tokenizer.json", "vocab.txt", "vocab.json")
     looks_local = Path(path).exists() or path.startswith((".", "/", "~")) or path.count("/") > 1  # hub: org/name
     if looks_local and not (Path(path) / "config.json").is_file():
         raise UsageError(f"cannot load {role} '{name}': no config.json in that folder")
@@ -1447,9 +1448,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="prune.py", description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n")[-1],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     groups = {g: p.add_argument_group(title) for g, title in GROUPS.items()}
+    task_fields = {"doc_stride": TASKS["squad"]["doc_stride"]}
     for name, (group, text) in FLAGS.items():
         values = {r: RECIPES[r][name] for r in RECIPES if name in RECIPES[r]}
-        default = RUN_DEFAULTS.get(name, TASKS["squad"].get(name))   # doc_stride: SQuAD's
+        default = RUN_DEFAULTS.get(name, task_fields.get(name))
         shown = ", ".join(f"{r}: {'scaled' if (name, v) == ('epochs', 0) else v}" for r, v in values.items()) \
             if values else repr(default)
         kind = float if any(isinstance(v, float) for v in [*values.values(), default]) else \
@@ -1491,4 +1493,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    sys.modules.setdefault("prune", sys.modules[__name__])   # tools/fast.py's `import prune`: this module, not a copy
     sys.exit(main())

@@ -546,6 +546,14 @@ def test_training_code_never_imports_matplotlib_and_of_the_tools_only_the_fast_p
     assert code.returncode == 0, code.stderr
 
 
+def test_the_command_line_gives_tools_fast_the_running_prune_module_not_a_second_copy():
+    code = ("import runpy, sys\nsys.argv = ['prune.py', '--task', 'nope']\ntry:\n    runpy.run_path('prune.py', "
+            "run_name='__main__')\nexcept SystemExit:\n    pass\nfrom tools import fast\n"
+            "assert fast.prune is sys.modules['prune'] and fast.prune.__name__ == '__main__', fast.prune")
+    r = subprocess.run([sys.executable, "-c", code], cwd=HERE, capture_output=True, text=True)
+    assert r.returncode == 0 and "prune.py: error: unknown task 'nope'" in r.stderr, r.stderr
+
+
 def test_a_cuda_run_without_tools_fast_stops_with_one_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "tools.fast", None)   # as if prune.py were copied alone
     monkeypatch.delattr(sys.modules["tools"], "fast")

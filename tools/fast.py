@@ -94,7 +94,6 @@ class FusedStep:
     zeroed their first moment, which a zero gradient keeps at zero (AdamW's update m / (sqrt(v) + eps) and the
     decay of a zero weight are 0). Bit for bit the reference's weights on the CPU
     (test_the_fast_path_step_gives_the_reference_weights_bit_for_bit); GraphedStep replays it."""
-    pad_multiple = 8
 
     def __init__(self, step: prune.Step, optimizer: torch.optim.Optimizer = None):
         self.step, self.model, self.weights, self.masks = step, step.model, step.weights, step.masks
