@@ -4,15 +4,12 @@ Conventions, because implementations disagree on them: the KL term is KL(teacher
 the softmaxes at temperature T, multiplied by T^2 (Hinton et al. 2015, so its gradient scale does not
 shrink as 1/T^2), summed over classes and averaged over examples ("batchmean"). Logits are upcast to
 float32. With several outputs (SQuAD start and end logits) each loss is the mean over the outputs.
+No value of the recipe lives here: h and T are arguments (prune.RECIPES holds the paper's h = 1.0, T = 5.5).
 """
 import torch
 import torch.nn.functional as F
 
-TEMPERATURE = 5.5  # paper's KD ablation: best of T = 1, 2, 5.5, 8.5 (SQuAD F1 at 90% and 97%)
-HARDNESS = 1.0     # paper's KD ablation: pure distillation beats h = 0.6, 0.8, 0.9
-
-
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = TEMPERATURE) -> torch.Tensor:
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """T^2 * KL(softmax(t / T) || softmax(s / T)), summed over the last dim, mean over all other dims."""
     t = temperature
     log_p_student = F.log_softmax(student_logits.float() / t, dim=-1)
@@ -21,8 +18,8 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     return kl.mean() * (t * t)
 
 
-def distillation_loss(student_logits, teacher_logits=None, labels=None, hardness: float = HARDNESS,
-                      temperature: float = TEMPERATURE, regression: bool = False) -> torch.Tensor:
+def distillation_loss(student_logits, teacher_logits=None, labels=None, *, hardness: float, temperature: float,
+                      regression: bool = False) -> torch.Tensor:
     """(1 - h) * task loss + h * kd_loss, each averaged over the outputs when given as tuples.
 
     The task loss is cross-entropy against integer labels, or mean squared error for a regression head

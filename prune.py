@@ -58,7 +58,7 @@ RECIPES = {
         lr=1e-4, lr_min=1e-6,       # linear 1e-4 -> 1e-6 within each cycle, rewound every cycle; no warmup
         weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.999, adam_eps=1e-8,
         max_grad_norm=1.0,          # not stated in the paper: the Hugging Face Trainer's default
-        hardness=kd.HARDNESS, temperature=kd.TEMPERATURE,   # guideline 3: h = 1.0, T = 5.5
+        hardness=1.0, temperature=5.5,  # guideline 3, Table 4-5: pure distillation (h 1.0 beats 0.6-0.9), T 5.5
         batch_size=32, max_length=128,                      # GLUE (MNLI, QQP) in the paper
     ),
     # SMC-Bench's GMP (Liu et al. 2023, its fairseq CommonsenseQA script and sparse_core.py): what made pruning
@@ -274,8 +274,10 @@ class Step:
         loss.backward()
         return loss.detach()
 
-    def update(self) -> None:
-        masked_update(self.optimizer, self.params, self.weights, self.masks, self.max_grad_norm)
+    def update(self, optimizer=None, masks: dict = None) -> None:
+        """masked_update with the step's optimizer and masks (tools/fast.py passes its own: fused, fewer masks)."""
+        masked_update(optimizer or self.optimizer, self.params, self.weights, self.masks if masks is None else masks,
+                      self.max_grad_norm)
 
 
 def make_step(model: nn.Module, *, kind: str, scope: str, pruned: bool, lr: float, betas: tuple, eps: float,
@@ -293,7 +295,7 @@ def make_step(model: nn.Module, *, kind: str, scope: str, pruned: bool, lr: floa
                 bf16=bf16)
 
 
-def train(step: Step, plan: schedule.Plan, batches: Callable[[int], list], *, criterion: str, first_step: int = 0,
+def train(step: "Step", plan: "Plan", batches: Callable[[int], list], *, criterion: str, first_step: int = 0,
           after_step: Callable = None) -> None:
     """GMP* (Kurtic et al. 2024, Appendix A), from first_step to the end of the plan: at each pruning step the
     masks are recomputed at the plan's sparsity, each step runs at the plan's LR. batches(t) gives the
@@ -413,13 +415,13 @@ def check_config(cfg: dict, explicit: set = frozenset()) -> None:
 
 
 def check_phases(cfg: dict) -> None:
-    """The GMP* timeline needs a dense cycle, at least one pruning cycle and a fixed cycle."""
+    """schedule.gmp_phases' rule (a dense, a pruning and a fixed cycle), checked before anything is loaded."""
     if cfg["recipe"] != "gmp_star" or cfg["sparsity"] == 0:
         return
-    epochs, base = cfg["epochs"], cfg["base_epochs"]
-    if epochs % base or epochs < 3 * base:
-        raise UsageError(f"epochs={epochs} cannot hold the dense, pruning and fixed phases: GMP* needs a multiple "
-                         f"of base_epochs={base} and at least {3 * base} (one dense, one pruning, one fixed cycle)")
+    try:
+        schedule.gmp_phases(epochs=cfg["epochs"], base_epochs=cfg["base_epochs"], steps_per_epoch=1, prune_per_epoch=1)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def config_hash(cfg: dict) -> str:
@@ -1527,5 +1529,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.modules.setdefault("prune", sys.modules[__name__])   # tools/fast.py's `import prune`: this module, not a copy
     sys.exit(main())

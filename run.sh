@@ -25,7 +25,8 @@
 # "0 1 2"; mini: "0"), TEACHER_<TASK> (a teacher path or hub id, e.g. TEACHER_SQUAD=...; skips training that
 # teacher), JOBS_PER_GPU, and for mini: MINI_MODEL (default minilm), DATA (a folder laid out as glue/<task>,
 # commonsense_qa, winogrande, squad, in the hub's columns; default: the hub), MINI_AT_CHANCE (default skip: no
-# students on a multiple-choice task whose finished teacher is at chance; run: run them anyway).
+# students on a multiple-choice task whose finished teacher is at chance; run: run them anyway); SMOKE_ROWS
+# (smoke's training rows, default 2000), BENCH_CPU_MODELS (bench-cpu's models, default "minilm config:bert-base").
 set -euo pipefail
 cd "$(dirname "$0")"
 RUNS=${RUNS:-runs}
@@ -73,7 +74,7 @@ once() {
 
 smoke() {
   export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
-  local out=$RUNS/smoke n=2000
+  local out=$RUNS/smoke n=${SMOKE_ROWS:-2000}   # SMOKE_ROWS: fewer training rows (the tests run it on 64)
   # A dense teacher from the pre-trained MiniLM-L6 (the standard recipe; 5e-5 suits this small model) ...
   once "$out/teacher" --task rotten_tomatoes --recipe dense --lr 5e-5 --max_train_samples $n
   # ... then GMP* from the same pre-trained model: 90%, scaled to 10 epochs, distilled from the teacher.
@@ -410,6 +411,7 @@ case "${1:-}" in
   smoke) setup; setup_offline; smoke ;;
   test) shift; setup; setup_offline; tests "$@" ;;
   bench) setup; bench ;;
-  bench-cpu) setup; setup_offline; for m in minilm config:bert-base; do "$PYTHON" tools/bench.py sparse --model "$m"; done ;;
+  bench-cpu) setup; setup_offline
+    for m in ${BENCH_CPU_MODELS:-minilm config:bert-base}; do "$PYTHON" tools/bench.py sparse --model "$m"; done ;;
   *) setup; if [[ " $* " == *" mini"* ]] && [ -z "${MINI_MODEL:-}" ]; then setup_offline; fi; suite "$@" ;;
 esac

@@ -72,8 +72,13 @@ def gmp_phases(*, epochs: int, base_epochs: int, steps_per_epoch: int, prune_per
     """The GMP* timeline in optimizer steps: dense first cycle, pruning, masks fixed in the last cycle.
 
     Returns total_steps, cycle_steps (one LR cycle = base_epochs), start_step, end_step and the pruning
-    steps (prune_per_epoch per epoch of the pruning window, the last one on end_step).
+    steps (prune_per_epoch per epoch of the pruning window, the last one on end_step). ValueError unless
+    epochs is a multiple of base_epochs with room for a dense, a pruning and a fixed cycle.
     """
+    if epochs % base_epochs or epochs < 3 * base_epochs:
+        raise ValueError(f"epochs={epochs} cannot hold the dense, pruning and fixed phases: GMP* needs a multiple "
+                         f"of base_epochs={base_epochs} and at least {3 * base_epochs} (one dense, one pruning, "
+                         "one fixed cycle)")
     cycle_steps = base_epochs * steps_per_epoch
     total_steps = epochs * steps_per_epoch
     start_step, end_step = cycle_steps, total_steps - cycle_steps
@@ -97,9 +102,13 @@ def gmp_star_plan(*, target: float, epochs: int, base_epochs: int, steps_per_epo
                   initial_sparsity: float, lr: float, lr_min: float) -> Plan:
     """Kurtic et al. 2024, Appendix A: a dense first cycle, then prune_per_epoch cubic pruning steps per epoch
     (the first to initial_sparsity), masks fixed in the last cycle; LR lr -> lr_min rewound every cycle."""
-    p = gmp_phases(epochs=epochs, base_epochs=base_epochs, steps_per_epoch=steps_per_epoch,
-                   prune_per_epoch=prune_per_epoch)
-    return Plan(p["total_steps"], steps_per_epoch, p["cycle_steps"], p["prune_steps"] if target > 0 else [],
+    if target > 0:
+        p = gmp_phases(epochs=epochs, base_epochs=base_epochs, steps_per_epoch=steps_per_epoch,
+                       prune_per_epoch=prune_per_epoch)
+    else:   # dense: the LR cycles alone, any number of epochs
+        p = dict(total_steps=epochs * steps_per_epoch, cycle_steps=base_epochs * steps_per_epoch, start_step=0,
+                 end_step=0, prune_steps=[])
+    return Plan(p["total_steps"], steps_per_epoch, p["cycle_steps"], p["prune_steps"],
                 functools.partial(lr_at, cycle_steps=p["cycle_steps"], lr_max=lr, lr_min=lr_min),
                 functools.partial(sparsity_at, target=target, start_step=p["start_step"], end_step=p["end_step"],
                                   initial=initial_sparsity))

@@ -236,7 +236,7 @@ def bench_pruning(device: str = "cuda" if torch.cuda.is_available() else "cpu", 
             times.append(time.time() - t0)
         return 1000 * sorted(times)[len(times) // 2], out
 
-    ms, masks = timed(lambda: prune.magnitude_masks(weights, 0.9))
+    ms, masks = timed(lambda: prune.magnitude_masks(weights, 0.9, criterion="global"))
     zeros = sum(int((m == 0).sum()) for m in masks.values())
     flat = torch.cat([w.detach().abs().flatten() for w in weights.values()])
     kth_ms, _ = timed(lambda: torch.kthvalue(flat, round(0.9 * n)))
@@ -354,7 +354,7 @@ def bench_variants(args) -> dict:
 
 
 def _forward_ms(model: nn.Module, batch: int, length: int, repeats: int) -> tuple:
-    ids = torch.randint(1000, model.config.vocab_size, (batch, length), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(min(1000, model.config.vocab_size // 2), model.config.vocab_size, (batch, length), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
         runs = []
@@ -372,7 +372,7 @@ def bench_sparse(model_path: str, sparsities=(0.8, 0.9, 0.97)) -> dict:
     out = {"threads": torch.get_num_threads()}
     for s in sparsities:
         model = classifier(model_path).eval()
-        weights = prune.prunable(model)
+        weights = prune.prunable(model, "encoder")
         masks = {n: torch.ones_like(w) for n, w in weights.items()}
         prune.prune(weights, masks, s, "global")
         row = {}
