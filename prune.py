@@ -26,6 +26,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import socket
 import string
 import sys
@@ -1164,7 +1165,8 @@ class Monitor:
                  f"{eta / 60:.1f} min" + "".join(f" | {k} {v:.4f}" for k, v in entry.get("eval", {}).items()))
         self.loss_sum.zero_()
         self.loss_count = 0
-        if cycle_end or time.time() - self.last_ckpt > 60 * cfg["checkpoint_minutes"]:
+        stopping = STOP_SIGNAL["name"]
+        if cycle_end or stopping or time.time() - self.last_ckpt > 60 * cfg["checkpoint_minutes"]:
             moved = pruned_nonzero(step.model, step.masks)  # the invariant of the masked update, checked cheaply
             if moved:
                 raise self.stop(f"{moved} pruned weights are not zero at step {done}")
@@ -1174,6 +1176,9 @@ class Monitor:
             except OSError as e:
                 raise self.stop(f"writing a checkpoint failed: {e.__class__.__name__}: {first_line(e)}") from None
             self.last_ckpt = time.time()
+        if stopping and done < plan.total_steps:
+            raise Interrupted(f"{stopping} at step {done}/{plan.total_steps}: checkpoint written; the same command "
+                              "resumes the run")
 
     def stop(self, why: str) -> TrainingError:
         return TrainingError(f"{why}; last good checkpoint: {latest_checkpoint(self.out) or 'none'}")
@@ -1268,6 +1273,23 @@ def claim_out_dir(out: Path, state: str) -> None:
         shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
 
 
+class Interrupted(RuntimeError):
+    """SIGTERM or SIGUSR1 (a scheduler's notice before preemption or the time limit): the run wrote a checkpoint at
+    its next log line and stopped; the same command resumes it."""
+    word, status = "interrupted", 4
+
+
+STOP_SIGNAL = {"name": None}   # set by the CLI's SIGTERM/SIGUSR1 handler, read by Monitor at each log line
+
+
+def stop_on_signals() -> None:
+    """The CLI's handler: note the signal and let the loop checkpoint at its next log line, then exit 4."""
+    def note(signum, frame):
+        STOP_SIGNAL["name"] = signal.Signals(signum).name
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(sig, note)
+
+
 class FolderBusy(RuntimeError):
     """The run folder is another live process's."""
     word, status = "busy", 3
@@ -1276,18 +1298,24 @@ class FolderBusy(RuntimeError):
 def lock_run_folder(out: Path):
     """An exclusive kernel lock (flock) on <parent>/.<name>.lock, held until the returned file is closed or the
     process ends, however it ends: one writer per run folder, and nothing stale after a kill. The holder writes
-    its PID and host into the file, so a refused process can name it."""
-    out = Path(os.path.abspath(out))
+    its PID and host into the file, so a refused process can name it. The folder's real path is locked, so a
+    symbolic link to it is the same folder. PRUNE_NO_LOCK=1 runs without the lock where flock is unsupported."""
+    out = Path(os.path.realpath(out))
     out.parent.mkdir(parents=True, exist_ok=True)
     f = open(out.parent / f".{out.name}.lock", "a+")
     try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+        if os.environ.get("PRUNE_NO_LOCK") != "1":
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
         f.seek(0)
         holder = f.read().strip() or "another process"
         f.close()
         raise FolderBusy(f"{out} is in use by {holder}; nothing was written (one run per folder: let it finish, "
                          "or give another --out)") from None
+    except OSError as e:
+        f.close()
+        raise UsageError(f"cannot lock {out} ({e.strerror or e}): this filesystem may not support flock; "
+                         "PRUNE_NO_LOCK=1 runs without the one-writer guard") from None
     f.seek(0)
     f.truncate()
     f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
@@ -1519,8 +1547,9 @@ def main(argv=None) -> int:
     quiet_libraries()
     try:
         cfg = resolve_config(parse_overrides(argv))
+        stop_on_signals()
         results = run(cfg, log=lambda s: print(s, file=sys.stderr, flush=True))
-    except (UsageError, TrainingError, FolderBusy) as e:   # one line each: prune.py: error|stopped|busy: ...
+    except (UsageError, TrainingError, FolderBusy, Interrupted) as e:   # one line: prune.py: error|stopped|busy|interrupted: ...
         print(f"prune.py: {e.word}: {e}", file=sys.stderr)
         return e.status
     print(json.dumps({k: results[k] for k in ("task", "sparsity_target", "encoder_sparsity", "embeddings_sparsity",

