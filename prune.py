@@ -1,12 +1,13 @@
 """GMP*: gradual magnitude pruning of BERT-family encoders, as in Kurtic, Hoefler, Alistarh, "How to Prune
 Your Language Model: Recovering Accuracy on the Sparsity May Cry Benchmark" (CPAL 2024).
 
-Read it like the paper. Sections 1-6 are the whole algorithm, ending with `train`: the recipe as data, the
-timeline of a run, the masks, the masked update, the loss, the step and the loop. Below them is plumbing
-only: configuration, tasks, data and metrics; models and teachers; a run folder around the loop;
-checkpoints; the saved model; the command line. schedule.py holds the schedules and the Plan, kd.py the
-distillation loss; tools/fast.py the CUDA-graph fast path (it wraps the reference Step, never changes it);
-tools/ also holds inference, the benchmarks and the report.
+Read it like the paper. Sections 1-6 are the whole algorithm, ending with `train` and its batches: the recipe
+as data, the timeline of a run, the masks, the masked update, the loss, the step and the loop. Section 7 wires a
+run around it: the config becomes the plan, the step and the teacher's cached logits, and the loop runs with
+its monitor. Below them is plumbing only, which moves bytes: configuration, tasks, data and metrics; models;
+the run folder; checkpoints; the saved model; the command line. schedule.py holds the schedules and the Plan,
+kd.py the distillation loss; tools/fast.py the CUDA-graph fast path (it wraps the reference Step, never changes
+it); tools/ also holds inference, the benchmarks and the report.
 
     python prune.py --task sst2 --recipe dense --out runs/teacher-sst2            # a dense teacher
     python prune.py --task sst2 --teacher runs/teacher-sst2/model --sparsity 0.9 --out runs/sst2-90
@@ -326,6 +327,210 @@ def batch_source(enc: dict, *, batch_size: int, grad_accum: int, seed: int, step
         first = (t % steps_per_epoch) * grad_accum
         return [to_device(collate(enc, idx, multiple), device) for idx in epochs[epoch][first:first + grad_accum]]
     return batches
+
+
+def make_batches(lengths: np.ndarray, batch_size: int, *, seed: int = 0, epoch: int = 0,
+                 shuffle: bool = True) -> list:
+    """Index arrays of one epoch. Training (shuffle): a seeded shuffle, then length-grouped within chunks of 50
+    batches (less padding), batches in random order, the last incomplete batch dropped (fixed shapes).
+    Evaluation: sorted by length, all rows kept. The order depends only on (seed, epoch): resumable."""
+    key = lengths.max(axis=tuple(range(1, lengths.ndim))) if lengths.ndim > 1 else lengths
+    if not shuffle:
+        order = np.argsort(-key, kind="stable")
+        return [order[i:i + batch_size] for i in range(0, len(key), batch_size)]
+    rng = np.random.default_rng([seed, epoch])
+    perm = rng.permutation(len(key))
+    batches = []
+    for i in range(0, len(key), 50 * batch_size):
+        part = perm[i:i + 50 * batch_size]
+        part = part[np.argsort(-key[part], kind="stable")]
+        batches += [part[j:j + batch_size] for j in range(0, len(part), batch_size)]
+    batches = [b for b in batches if len(b) == batch_size]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def collate(enc: dict, idx: np.ndarray, multiple: int = 8) -> dict:
+    """CPU tensors of one batch, padded to the batch's longest row rounded up to a multiple of tokens."""
+    lengths = enc["lengths"][idx]
+    length = min(enc["input_ids"].shape[-1], int(math.ceil(int(lengths.max()) / multiple) * multiple))
+    batch = {"input_ids": torch.from_numpy(enc["input_ids"][idx, ..., :length]).long(),
+             "attention_mask": torch.from_numpy(np.arange(length) < lengths[..., None]).long()}
+    if "token_type_ids" in enc:
+        batch["token_type_ids"] = torch.from_numpy(enc["token_type_ids"][idx, ..., :length]).long()
+    batch["labels"] = torch.from_numpy(enc["labels"][idx])
+    batch["rows"] = torch.from_numpy(np.asarray(idx, dtype=np.int64))
+    return batch
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    if device.type == "cuda":
+        return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
+    return batch
+
+
+# ==========================================================================================================
+# 7. A run, wired: a checked config becomes the plan, the step and the teacher's cached logits (row i of the
+#    cache is training row i: [rows, classes], or [rows, 2, positions] for QA, read by student_loss through
+#    batch["rows"]), then section 6's loop runs with Monitor (logs, evaluation at every cycle end, checkpoints).
+#    What it calls below this section only moves bytes: data, models, the run folder, checkpoints, files.
+
+def run(cfg: dict, log: Callable = print) -> dict:
+    """A full run from a resolved config (resolve_config); returns results.json's content. The run folder is
+    locked for the run's whole life (lock_run_folder): a second process on it stops at once."""
+    with lock_run_folder(Path(cfg["out"])):
+        return _run(cfg, log)
+
+
+def _run(cfg: dict, log: Callable) -> dict:
+    t_start = time.time()
+    out = Path(cfg["out"])
+    state = check_out_dir(out, cfg)
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg["device"] == "auto" else cfg["device"])
+    fast = fast_path() if cfg["fast"] == "on" and device.type == "cuda" else None
+    torch.manual_seed(cfg["seed"])
+    data = prepare_data(cfg)
+    steps_per_epoch = len(make_batches(data.train["lengths"], cfg["batch_size"], seed=cfg["seed"])) // cfg["grad_accum"]
+    if steps_per_epoch < 1:
+        raise UsageError(f"{len(data.train['lengths'])} training rows make no full batch of "
+                         f"{cfg['batch_size']} x {cfg['grad_accum']}")
+    plan = make_plan(cfg, steps_per_epoch)
+    model = load_model(data.model_path, cfg["task"], data.model_config).to(device).train()
+    teacher = prepare_teacher(cfg, data, out, state, device, log)
+    claim_out_dir(out, state)   # every input checked: from here on the folder is this run's
+    write_json(out / "config.json", cfg)
+    if teacher.computed:
+        atomic_save({"logits": teacher.logits.cpu(), "metrics": teacher.metrics}, out / "teacher_logits.pt")
+
+    spec = TASKS[cfg["task"]]
+    step = make_step(model, kind=spec["kind"], scope=cfg.get("scope", "encoder"), pruned=bool(plan.prune_steps),
+                     lr=cfg["lr"], betas=(cfg["adam_beta1"], cfg["adam_beta2"]), eps=cfg["adam_eps"],
+                     weight_decay=cfg["weight_decay"], max_grad_norm=cfg["max_grad_norm"],
+                     teacher_logits=teacher.logits, hardness=cfg["hardness"], temperature=cfg["temperature"],
+                     regression=is_regression(spec), grad_accum=cfg["grad_accum"], bf16=device.type == "cuda")
+    first_step, stats = 0, {}
+    if state == "resume":
+        first_step, stats = load_checkpoint(out, model, step.optimizer, step.masks, device)
+        log(f"resumed {out} at step {first_step}")
+    if fast:
+        step = fast.GraphedStep(step, device)
+    monitor = Monitor(cfg, out, plan, step, data.evals, device, first_step, stats, teacher.time_s, log)
+    log(f"{cfg['task']}: {len(data.train['lengths'])} train rows, {steps_per_epoch} steps/epoch, {plan.total_steps} "
+        f"steps, target sparsity {cfg['sparsity']}, {len(plan.prune_steps)} pruning steps, device {device}"
+        f"{' (CUDA graphs)' if fast else ''}")
+    batches = batch_source(data.train, batch_size=cfg["batch_size"], grad_accum=cfg["grad_accum"], seed=cfg["seed"],
+                           steps_per_epoch=steps_per_epoch, multiple=fast.GraphedStep.pad_multiple if fast else 8,
+                           device=device)
+    train(step, plan, batches, criterion=cfg.get("criterion", "global"), first_step=first_step, after_step=monitor)
+    monitor.close()
+    return finish(cfg, out, model, data, step, plan, teacher.metrics, monitor.totals(), device, t_start)
+
+
+def prepare_teacher(cfg: dict, data, out: Path, state: str, device: torch.device, log) -> "argparse.Namespace":
+    """The teacher's cached logits and metrics: read back when resuming, else checked and computed."""
+    if not cfg["teacher"] or cfg["hardness"] == 0:
+        return argparse.Namespace(logits=None, metrics={}, time_s=0.0, computed=False)
+    path, config, tok = load_config_and_tokenizer(cfg["teacher"], "teacher")
+    check_teacher(TASKS[cfg["task"]], config, tok, data.tokenizer, cfg["teacher"])
+    cache = out / "teacher_logits.pt"
+    if state in ("resume", "restart") and cache.exists():
+        saved = torch.load(cache, map_location="cpu", weights_only=True)
+        return argparse.Namespace(logits=saved["logits"].to(device), metrics=saved["metrics"], time_s=0.0,
+                                  computed=False)
+    log(f"scoring the teacher {cfg['teacher']} and caching its logits on {len(data.train['lengths'])} training rows")
+    t0 = time.time()
+    logits, metrics = score_and_cache_teacher(path, cfg["task"], config, data.train, data.evals, device,
+                                              cfg["eval_batch_size"])
+    log("teacher: " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    return argparse.Namespace(logits=logits.to(device), metrics=metrics, time_s=time.time() - t0, computed=True)
+
+
+def score_and_cache_teacher(path: str, task: str, config, train_enc: dict, evals: dict, device: torch.device,
+                            batch_size: int) -> tuple:
+    """The teacher scored on the evaluation splits (its metrics go into results.json), then its outputs on
+    every training row, computed once (eval mode, no dropout) and reused every epoch. A teacher with generic
+    label names (LABEL_0, ...) scoring below the majority-class rate has another label order: refused."""
+    spec = TASKS[task]
+    teacher = load_model(path, task, config).to(device)
+    metrics = evaluate(teacher, task, evals, device, batch_size)
+    if spec["kind"] == "classification" and spec["labels"] and generic_labels(config):
+        rate = majority_rate(next(iter(evals.values()))[0])
+        if metrics["accuracy"] < rate:
+            raise UsageError(f"teacher '{path}' scores accuracy {metrics['accuracy']:.4f}, below the majority-class "
+                             f"rate {rate:.4f}: its labels (generic names) are in another order than the task's")
+    logits = predict(teacher, train_enc, spec["kind"], device, batch_size)
+    del teacher
+    return (logits.permute(1, 0, 2).contiguous() if spec["kind"] == "qa" else logits), metrics  # QA: [F, 2, L]
+
+
+class Monitor:
+    """after_step of the loop: the non-finite-loss watch (on the device, read at each log line: no host
+    synchronisation per step), log lines, evaluations at every cycle end, checkpoints."""
+
+    def __init__(self, cfg, out, plan, step, evals, device, first_step, stats, teacher_time, log):
+        self.cfg, self.out, self.plan, self.step, self.evals, self.device, self.log = cfg, out, plan, step, evals, device, log
+        self.file = open_log(out / "log.jsonl", first_step)
+        self.before = {**dict(samples=0, train_time_s=0.0, eval_time_s=0.0, teacher_time_s=0.0), **stats}
+        self.before["teacher_time_s"] += teacher_time
+        self.loss_sum = torch.zeros((), device=device)
+        self.first_bad = torch.full((), -1, dtype=torch.int64, device=device)
+        self.loss_count, self.samples, self.eval_time = 0, 0, 0.0
+        self.t0 = self.last_ckpt = time.time()
+
+    def totals(self) -> dict:
+        """Counters over the whole run, resumed segments included."""
+        return {"samples": self.before["samples"] + self.samples,
+                "eval_time_s": self.before["eval_time_s"] + self.eval_time,
+                "train_time_s": self.before["train_time_s"] + time.time() - self.t0 - self.eval_time,
+                "teacher_time_s": self.before["teacher_time_s"]}
+
+    def __call__(self, done: int, loss: torch.Tensor) -> None:
+        cfg, plan, step = self.cfg, self.plan, self.step
+        self.loss_sum += loss
+        self.first_bad = torch.where(torch.isfinite(self.loss_sum) | (self.first_bad >= 0), self.first_bad,
+                                     torch.full_like(self.first_bad, done - 1))
+        self.loss_count += 1
+        self.samples += cfg["batch_size"] * cfg["grad_accum"]
+        cycle_end = done % plan.cycle_steps == 0 or done == plan.total_steps
+        if done % cfg["log_every"] and not cycle_end:
+            return
+        if int(self.first_bad) >= 0:
+            raise self.stop(f"non-finite loss at step {int(self.first_bad)}; stopped before writing anything from it")
+        so_far = self.totals()
+        entry = {"step": done, "epoch": round(done / plan.steps_per_epoch, 3), "lr": plan.lr_at(done - 1),
+                 "sparsity": sparsity_of(step.masks.values()), "loss": float(self.loss_sum) / self.loss_count,
+                 "samples_per_s": so_far["samples"] / max(so_far["train_time_s"], 1e-9)}
+        if cycle_end:
+            t0 = time.time()
+            entry["eval"] = evaluate(step.model, cfg["task"], self.evals, self.device, cfg["eval_batch_size"])
+            self.eval_time += time.time() - t0
+        self.file.write(json.dumps(entry) + "\n")
+        self.file.flush()
+        eta = (time.time() - self.t0) / max(1, done) * (plan.total_steps - done)
+        self.log(f"step {done}/{plan.total_steps} epoch {entry['epoch']:.2f} lr {entry['lr']:.2e} sparsity "
+                 f"{entry['sparsity']:.3f} loss {entry['loss']:.4f} {entry['samples_per_s']:.0f} samples/s eta "
+                 f"{eta / 60:.1f} min" + "".join(f" | {k} {v:.4f}" for k, v in entry.get("eval", {}).items()))
+        self.loss_sum.zero_()
+        self.loss_count = 0
+        stopping = STOP_SIGNAL["name"]
+        if cycle_end or stopping or time.time() - self.last_ckpt > 60 * cfg["checkpoint_minutes"]:
+            moved = pruned_nonzero(step.model, step.masks)  # the invariant of the masked update, checked cheaply
+            if moved:
+                raise self.stop(f"{moved} pruned weights are not zero at step {done}")
+            try:
+                write_checkpoint(self.out, checkpoint_state(done, step, self.totals(), self.device),
+                                 cfg["keep_checkpoints"])
+            except OSError as e:
+                raise self.stop(f"writing a checkpoint failed: {e.__class__.__name__}: {first_line(e)}") from None
+            self.last_ckpt = time.time()
+        if stopping and done < plan.total_steps:
+            raise Interrupted(f"{stopping} at step {done}/{plan.total_steps}: checkpoint written; the same command "
+                              "resumes the run")
+
+    def stop(self, why: str) -> "TrainingError":
+        return TrainingError(f"{why}; last good checkpoint: {latest_checkpoint(self.out) or 'none'}")
+
+    def close(self) -> None:
+        self.file.close()
 
 
 # ==========================================================================================================
@@ -709,45 +914,6 @@ def encode_squad(ds, tokenizer, max_length: int, doc_stride: int) -> dict:
     return out
 
 
-def make_batches(lengths: np.ndarray, batch_size: int, *, seed: int = 0, epoch: int = 0,
-                 shuffle: bool = True) -> list:
-    """Index arrays of one epoch. Training (shuffle): a seeded shuffle, then length-grouped within chunks of 50
-    batches (less padding), batches in random order, the last incomplete batch dropped (fixed shapes).
-    Evaluation: sorted by length, all rows kept. The order depends only on (seed, epoch): resumable."""
-    key = lengths.max(axis=tuple(range(1, lengths.ndim))) if lengths.ndim > 1 else lengths
-    if not shuffle:
-        order = np.argsort(-key, kind="stable")
-        return [order[i:i + batch_size] for i in range(0, len(key), batch_size)]
-    rng = np.random.default_rng([seed, epoch])
-    perm = rng.permutation(len(key))
-    batches = []
-    for i in range(0, len(key), 50 * batch_size):
-        part = perm[i:i + 50 * batch_size]
-        part = part[np.argsort(-key[part], kind="stable")]
-        batches += [part[j:j + batch_size] for j in range(0, len(part), batch_size)]
-    batches = [b for b in batches if len(b) == batch_size]
-    return [batches[i] for i in rng.permutation(len(batches))]
-
-
-def collate(enc: dict, idx: np.ndarray, multiple: int = 8) -> dict:
-    """CPU tensors of one batch, padded to the batch's longest row rounded up to a multiple of tokens."""
-    lengths = enc["lengths"][idx]
-    length = min(enc["input_ids"].shape[-1], int(math.ceil(int(lengths.max()) / multiple) * multiple))
-    batch = {"input_ids": torch.from_numpy(enc["input_ids"][idx, ..., :length]).long(),
-             "attention_mask": torch.from_numpy(np.arange(length) < lengths[..., None]).long()}
-    if "token_type_ids" in enc:
-        batch["token_type_ids"] = torch.from_numpy(enc["token_type_ids"][idx, ..., :length]).long()
-    batch["labels"] = torch.from_numpy(enc["labels"][idx])
-    batch["rows"] = torch.from_numpy(np.asarray(idx, dtype=np.int64))
-    return batch
-
-
-def to_device(batch: dict, device: torch.device) -> dict:
-    if device.type == "cuda":
-        return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
-    return batch
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Metrics, written out (GLUE's and SQuAD v1.1's official definitions).
 
@@ -1003,78 +1169,9 @@ def evaluate(model: nn.Module, task: str, evals: dict, device: torch.device, bat
     return (metrics, examples) if rows else metrics
 
 
-def score_and_cache_teacher(path: str, task: str, config, train_enc: dict, evals: dict, device: torch.device,
-                            batch_size: int) -> tuple:
-    """The teacher scored on the evaluation splits (its metrics go into results.json), then its outputs on
-    every training row, computed once (eval mode, no dropout) and reused every epoch. A teacher with generic
-    label names (LABEL_0, ...) scoring below the majority-class rate has another label order: refused."""
-    spec = TASKS[task]
-    teacher = load_model(path, task, config).to(device)
-    metrics = evaluate(teacher, task, evals, device, batch_size)
-    if spec["kind"] == "classification" and spec["labels"] and generic_labels(config):
-        rate = majority_rate(next(iter(evals.values()))[0])
-        if metrics["accuracy"] < rate:
-            raise UsageError(f"teacher '{path}' scores accuracy {metrics['accuracy']:.4f}, below the majority-class "
-                             f"rate {rate:.4f}: its labels (generic names) are in another order than the task's")
-    logits = predict(teacher, train_enc, spec["kind"], device, batch_size)
-    del teacher
-    return (logits.permute(1, 0, 2).contiguous() if spec["kind"] == "qa" else logits), metrics  # QA: [F, 2, L]
-
-
 # ----------------------------------------------------------------------------------------------------------
-# A run: every input checked before anything is written, then the loop of section 6 with logging,
-# evaluation at every cycle end and checkpoints, then the model, its masks and results.json.
-
-def run(cfg: dict, log: Callable = print) -> dict:
-    """A full run from a resolved config (resolve_config); returns results.json's content. The run folder is
-    locked for the run's whole life (lock_run_folder): a second process on it stops at once."""
-    with lock_run_folder(Path(cfg["out"])):
-        return _run(cfg, log)
-
-
-def _run(cfg: dict, log: Callable) -> dict:
-    t_start = time.time()
-    out = Path(cfg["out"])
-    state = check_out_dir(out, cfg)
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg["device"] == "auto" else cfg["device"])
-    fast = fast_path() if cfg["fast"] == "on" and device.type == "cuda" else None
-    torch.manual_seed(cfg["seed"])
-    data = prepare_data(cfg)
-    steps_per_epoch = len(make_batches(data.train["lengths"], cfg["batch_size"], seed=cfg["seed"])) // cfg["grad_accum"]
-    if steps_per_epoch < 1:
-        raise UsageError(f"{len(data.train['lengths'])} training rows make no full batch of "
-                         f"{cfg['batch_size']} x {cfg['grad_accum']}")
-    plan = make_plan(cfg, steps_per_epoch)
-    model = load_model(data.model_path, cfg["task"], data.model_config).to(device).train()
-    teacher = prepare_teacher(cfg, data, out, state, device, log)
-    claim_out_dir(out, state)   # every input checked: from here on the folder is this run's
-    write_json(out / "config.json", cfg)
-    if teacher.computed:
-        atomic_save({"logits": teacher.logits.cpu(), "metrics": teacher.metrics}, out / "teacher_logits.pt")
-
-    spec = TASKS[cfg["task"]]
-    step = make_step(model, kind=spec["kind"], scope=cfg.get("scope", "encoder"), pruned=bool(plan.prune_steps),
-                     lr=cfg["lr"], betas=(cfg["adam_beta1"], cfg["adam_beta2"]), eps=cfg["adam_eps"],
-                     weight_decay=cfg["weight_decay"], max_grad_norm=cfg["max_grad_norm"],
-                     teacher_logits=teacher.logits, hardness=cfg["hardness"], temperature=cfg["temperature"],
-                     regression=is_regression(spec), grad_accum=cfg["grad_accum"], bf16=device.type == "cuda")
-    first_step, stats = 0, {}
-    if state == "resume":
-        first_step, stats = load_checkpoint(out, model, step.optimizer, step.masks, device)
-        log(f"resumed {out} at step {first_step}")
-    if fast:
-        step = fast.GraphedStep(step, device)
-    monitor = Monitor(cfg, out, plan, step, data.evals, device, first_step, stats, teacher.time_s, log)
-    log(f"{cfg['task']}: {len(data.train['lengths'])} train rows, {steps_per_epoch} steps/epoch, {plan.total_steps} "
-        f"steps, target sparsity {cfg['sparsity']}, {len(plan.prune_steps)} pruning steps, device {device}"
-        f"{' (CUDA graphs)' if fast else ''}")
-    batches = batch_source(data.train, batch_size=cfg["batch_size"], grad_accum=cfg["grad_accum"], seed=cfg["seed"],
-                           steps_per_epoch=steps_per_epoch, multiple=fast.GraphedStep.pad_multiple if fast else 8,
-                           device=device)
-    train(step, plan, batches, criterion=cfg.get("criterion", "global"), first_step=first_step, after_step=monitor)
-    monitor.close()
-    return finish(cfg, out, model, data, step, plan, teacher.metrics, monitor.totals(), device, t_start)
-
+# A run's inputs and outputs (section 7 calls these): the fast path's module, the encoded data, the measured
+# sparsity, and the end of a run (the sparsity check, the saved model, predictions.jsonl, results.json).
 
 def fast_path():
     """tools/fast.py, the CUDA fast path (--fast on); a clear error if prune.py was copied without it."""
@@ -1095,96 +1192,6 @@ def prepare_data(cfg: dict) -> "argparse.Namespace":
     enc = {s: encode(cfg["task"], ds, tokenizer, max_length, cfg.get("doc_stride")) for s, ds in splits.items()}
     return argparse.Namespace(train=enc.pop("train"), evals={s: (e, splits[s]) for s, e in enc.items()},
                               model_path=model_path, model_config=model_config, tokenizer=tokenizer)
-
-
-def prepare_teacher(cfg: dict, data, out: Path, state: str, device: torch.device, log) -> "argparse.Namespace":
-    """The teacher's cached logits and metrics: read back when resuming, else checked and computed."""
-    if not cfg["teacher"] or cfg["hardness"] == 0:
-        return argparse.Namespace(logits=None, metrics={}, time_s=0.0, computed=False)
-    path, config, tok = load_config_and_tokenizer(cfg["teacher"], "teacher")
-    check_teacher(TASKS[cfg["task"]], config, tok, data.tokenizer, cfg["teacher"])
-    cache = out / "teacher_logits.pt"
-    if state in ("resume", "restart") and cache.exists():
-        saved = torch.load(cache, map_location="cpu", weights_only=True)
-        return argparse.Namespace(logits=saved["logits"].to(device), metrics=saved["metrics"], time_s=0.0,
-                                  computed=False)
-    log(f"scoring the teacher {cfg['teacher']} and caching its logits on {len(data.train['lengths'])} training rows")
-    t0 = time.time()
-    logits, metrics = score_and_cache_teacher(path, cfg["task"], config, data.train, data.evals, device,
-                                              cfg["eval_batch_size"])
-    log("teacher: " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-    return argparse.Namespace(logits=logits.to(device), metrics=metrics, time_s=time.time() - t0, computed=True)
-
-
-class Monitor:
-    """after_step of the loop: the non-finite-loss watch (on the device, read at each log line: no host
-    synchronisation per step), log lines, evaluations at every cycle end, checkpoints."""
-
-    def __init__(self, cfg, out, plan, step, evals, device, first_step, stats, teacher_time, log):
-        self.cfg, self.out, self.plan, self.step, self.evals, self.device, self.log = cfg, out, plan, step, evals, device, log
-        self.file = open_log(out / "log.jsonl", first_step)
-        self.before = {**dict(samples=0, train_time_s=0.0, eval_time_s=0.0, teacher_time_s=0.0), **stats}
-        self.before["teacher_time_s"] += teacher_time
-        self.loss_sum = torch.zeros((), device=device)
-        self.first_bad = torch.full((), -1, dtype=torch.int64, device=device)
-        self.loss_count, self.samples, self.eval_time = 0, 0, 0.0
-        self.t0 = self.last_ckpt = time.time()
-
-    def totals(self) -> dict:
-        """Counters over the whole run, resumed segments included."""
-        return {"samples": self.before["samples"] + self.samples,
-                "eval_time_s": self.before["eval_time_s"] + self.eval_time,
-                "train_time_s": self.before["train_time_s"] + time.time() - self.t0 - self.eval_time,
-                "teacher_time_s": self.before["teacher_time_s"]}
-
-    def __call__(self, done: int, loss: torch.Tensor) -> None:
-        cfg, plan, step = self.cfg, self.plan, self.step
-        self.loss_sum += loss
-        self.first_bad = torch.where(torch.isfinite(self.loss_sum) | (self.first_bad >= 0), self.first_bad,
-                                     torch.full_like(self.first_bad, done - 1))
-        self.loss_count += 1
-        self.samples += cfg["batch_size"] * cfg["grad_accum"]
-        cycle_end = done % plan.cycle_steps == 0 or done == plan.total_steps
-        if done % cfg["log_every"] and not cycle_end:
-            return
-        if int(self.first_bad) >= 0:
-            raise self.stop(f"non-finite loss at step {int(self.first_bad)}; stopped before writing anything from it")
-        so_far = self.totals()
-        entry = {"step": done, "epoch": round(done / plan.steps_per_epoch, 3), "lr": plan.lr_at(done - 1),
-                 "sparsity": sparsity_of(step.masks.values()), "loss": float(self.loss_sum) / self.loss_count,
-                 "samples_per_s": so_far["samples"] / max(so_far["train_time_s"], 1e-9)}
-        if cycle_end:
-            t0 = time.time()
-            entry["eval"] = evaluate(step.model, cfg["task"], self.evals, self.device, cfg["eval_batch_size"])
-            self.eval_time += time.time() - t0
-        self.file.write(json.dumps(entry) + "\n")
-        self.file.flush()
-        eta = (time.time() - self.t0) / max(1, done) * (plan.total_steps - done)
-        self.log(f"step {done}/{plan.total_steps} epoch {entry['epoch']:.2f} lr {entry['lr']:.2e} sparsity "
-                 f"{entry['sparsity']:.3f} loss {entry['loss']:.4f} {entry['samples_per_s']:.0f} samples/s eta "
-                 f"{eta / 60:.1f} min" + "".join(f" | {k} {v:.4f}" for k, v in entry.get("eval", {}).items()))
-        self.loss_sum.zero_()
-        self.loss_count = 0
-        stopping = STOP_SIGNAL["name"]
-        if cycle_end or stopping or time.time() - self.last_ckpt > 60 * cfg["checkpoint_minutes"]:
-            moved = pruned_nonzero(step.model, step.masks)  # the invariant of the masked update, checked cheaply
-            if moved:
-                raise self.stop(f"{moved} pruned weights are not zero at step {done}")
-            try:
-                write_checkpoint(self.out, checkpoint_state(done, step, self.totals(), self.device),
-                                 cfg["keep_checkpoints"])
-            except OSError as e:
-                raise self.stop(f"writing a checkpoint failed: {e.__class__.__name__}: {first_line(e)}") from None
-            self.last_ckpt = time.time()
-        if stopping and done < plan.total_steps:
-            raise Interrupted(f"{stopping} at step {done}/{plan.total_steps}: checkpoint written; the same command "
-                              "resumes the run")
-
-    def stop(self, why: str) -> TrainingError:
-        return TrainingError(f"{why}; last good checkpoint: {latest_checkpoint(self.out) or 'none'}")
-
-    def close(self) -> None:
-        self.file.close()
 
 
 def pruned_nonzero(model: nn.Module, masks: dict) -> int:
