@@ -129,15 +129,18 @@ def make_plan(cfg: dict, steps_per_epoch: int) -> schedule.Plan:
 # 3. The masks (guideline 1): which weights, how many zeros, applied at every pruning step.
 
 def weight_groups(model: nn.Module) -> dict:
-    """The model's 2-D weights by role, found from its structure (any BERT-family encoder): encoder = the
-    nn.Linear weights of the transformer layer stack (the base model's largest ModuleList); embeddings = every
-    nn.Embedding; head = every other weight of 2 or more dims. Biases and LayerNorms are 1-D, never masked."""
+    """The model's weights of 2 or more dims by role, found from its structure (any BERT-family encoder):
+    encoder = the weight matrices (nn.Linear, and nn.Conv1d of kernel 1: SqueezeBERT's linears) inside the base
+    model's numbered layer stacks, its outermost nn.ModuleLists (BERT's encoder.layer; Funnel's encoder blocks and
+    decoder layers); embeddings = every nn.Embedding; head = every other such weight (embedding projections,
+    pooler, classifier). Biases and LayerNorms are 1-D, never masked."""
     base = getattr(model, "base_model", model)
-    stacks = [m for m in base.modules() if isinstance(m, nn.ModuleList)]
+    lists = [n for n, m in base.named_modules() if isinstance(m, nn.ModuleList)]
+    stacks = [base.get_submodule(n) for n in lists if not any(n.startswith(o + ".") for o in lists)]
     if not stacks:
         raise ValueError(f"{model.__class__.__name__}: no transformer layer stack (nn.ModuleList) found")
-    stack = max(stacks, key=lambda m: sum(p.numel() for p in m.parameters()))
-    encoder = {id(m.weight) for m in stack.modules() if isinstance(m, nn.Linear)}
+    encoder = {id(m.weight) for s in stacks for m in s.modules() if isinstance(m, nn.Linear)
+               or isinstance(m, nn.Conv1d) and m.kernel_size == (1,)}
     embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     groups = {"encoder": {}, "embeddings": {}, "head": {}}
     for name, p in model.named_parameters():
@@ -233,8 +236,16 @@ def masked_update(optimizer: torch.optim.Optimizer, params: list, weights: dict,
 # 5. The loss (guideline 3): distillation from the dense teacher's logits, cached once per run.
 
 def forward(model: nn.Module, batch: dict, kind: str):
-    """The model's logits for a batch: a tensor, or (start, end) for extractive QA."""
-    out = model(**{k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch})
+    """The model's logits for a batch: a tensor, or (start, end) for extractive QA. Longformer's QA and
+    multiple-choice heads get the global attention they expect: the question (before the first separator) for
+    QA, the answer (after it) for a choice; its own rule wants three separators, which one `</s>` lacks."""
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
+    if getattr(model.config, "model_type", "") == "longformer" and kind != "classification":
+        ids = batch["input_ids"]
+        first_sep = (ids == model.config.sep_token_id).int().argmax(-1, keepdim=True)
+        position = torch.arange(ids.shape[-1], device=ids.device)
+        inputs["global_attention_mask"] = (position < first_sep if kind == "qa" else position > first_sep).long()
+    out = model(**inputs)
     return (out.start_logits, out.end_logits) if kind == "qa" else out.logits
 
 
@@ -377,8 +388,13 @@ def to_device(batch: dict, device: torch.device) -> dict:
 def run(cfg: dict, log: Callable = print) -> dict:
     """A full run from a resolved config (resolve_config); returns results.json's content. The run folder is
     locked for the run's whole life (lock_run_folder): a second process on it stops at once."""
-    with lock_run_folder(Path(cfg["out"])):
-        return _run(cfg, log)
+    out = Path(cfg["out"])
+    created = [p for p in (out.parent, *out.parent.parents) if not p.exists()]   # folders the lock file makes
+    with lock_run_folder(out):
+        try:
+            return _run(cfg, log)
+        finally:
+            unlock_unclaimed(out, created)
 
 
 def _run(cfg: dict, log: Callable) -> dict:
@@ -395,6 +411,7 @@ def _run(cfg: dict, log: Callable) -> dict:
                          f"{cfg['batch_size']} x {cfg['grad_accum']}")
     plan = make_plan(cfg, steps_per_epoch)
     model = load_model(data.model_path, cfg["task"], data.model_config).to(device).train()
+    check_model(cfg, model, data, device)
     teacher = prepare_teacher(cfg, data, out, state, device, log)
     claim_out_dir(out, state)   # every input checked: from here on the folder is this run's
     write_json(out / "config.json", cfg)
@@ -423,6 +440,29 @@ def _run(cfg: dict, log: Callable) -> dict:
     train(step, plan, batches, criterion=cfg.get("criterion", "global"), first_step=first_step, after_step=monitor)
     monitor.close()
     return finish(cfg, out, model, data, step, plan, teacher.metrics, monitor.totals(), device, t_start)
+
+
+def check_model(cfg: dict, model: nn.Module, data, device: torch.device) -> None:
+    """Before the folder is claimed: a target above 0 finds weights to prune in the scope, and one forward and
+    backward pass on a first batch runs (an error of the model becomes one line, with nothing written). The
+    random state is restored after it and the gradients cleared: the run computes what it would without it."""
+    scope = cfg.get("scope", "encoder")
+    if cfg["sparsity"] > 0 and not prunable(model, scope):
+        raise UsageError(f"model '{cfg['model']}' ({model.__class__.__name__}) has no weight matrix to prune in scope "
+                         f"'{scope}' (nn.Linear or kernel-1 nn.Conv1d in its layer stacks)")
+    kind = TASKS[cfg["task"]]["kind"]
+    batch = to_device(collate(data.train, make_batches(data.train["lengths"], cfg["batch_size"], shuffle=False)[0]),
+                      device)
+    try:
+        with torch.random.fork_rng(devices=[torch.cuda.current_device()] if device.type == "cuda" else []):
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                out = forward(model, batch, kind)
+            sum(o.float().sum() for o in (out if kind == "qa" else (out,))).backward()
+    except Exception as e:  # noqa: BLE001 (any error of the model's code, said in one line)
+        raise UsageError(f"model '{cfg['model']}' fails on a {cfg['task']} batch: {e.__class__.__name__}: "
+                         f"{first_line(e)}") from None
+    finally:
+        model.zero_grad(set_to_none=True)
 
 
 def prepare_teacher(cfg: dict, data, out: Path, state: str, device: torch.device, log) -> "argparse.Namespace":
@@ -1098,14 +1138,26 @@ def auto_class(kind: str):
 
 
 def load_model(path: str, task: str, config=None) -> nn.Module:
-    """The task's Auto head on a pre-trained encoder, fp32 weights (also from fp16 files), SDPA attention."""
+    """The task's Auto head on a pre-trained encoder, fp32 weights (also from fp16 files); SDPA attention, or the
+    eager one for the families without SDPA (DeBERTa, MPNet, Longformer, BigBird, Funnel, RoFormer, ...)."""
     spec = TASKS[task]
     kwargs = head_kwargs(spec)
     if (config is not None and spec["kind"] == "classification" and not generic_labels(config)
             and getattr(config, "num_labels", None) == kwargs["num_labels"]):
         kwargs = {}  # a fine-tuned checkpoint of this task keeps its own head config
+    cls = auto_class(spec["kind"])
+    if config is not None and type(config) not in getattr(cls, "_model_mapping", {type(config): None}):
+        head = {"classification": "classification", "multiple_choice": "multiple-choice", "qa": "question-answering"}
+        raise UsageError(f"model '{path}' ({config.model_type}) has no {head[spec['kind']]} head in transformers "
+                         f"({cls.__name__}), which {task} needs")
     try:
-        return auto_class(spec["kind"]).from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa", **kwargs)
+        try:
+            return cls.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa", **kwargs)
+        except ValueError as sdpa_error:   # a family without SDPA: its eager attention, or the first error
+            try:
+                return cls.from_pretrained(path, dtype=torch.float32, attn_implementation="eager", **kwargs)
+            except (OSError, ValueError):
+                raise sdpa_error from None
     except (OSError, ValueError) as e:
         raise UsageError(f"cannot load model '{path}': {first_line(e)}") from None
 
@@ -1309,10 +1361,14 @@ def lock_run_folder(out: Path):
     symbolic link to it is the same folder. PRUNE_NO_LOCK=1 runs without the lock where flock is unsupported."""
     out = Path(os.path.realpath(out))
     out.parent.mkdir(parents=True, exist_ok=True)
-    f = open(out.parent / f".{out.name}.lock", "a+")
+    path = out.parent / f".{out.name}.lock"
+    f = open(path, "a+")
     try:
         if os.environ.get("PRUNE_NO_LOCK") != "1":
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if not path.exists() or os.stat(path).st_ino != os.fstat(f.fileno()).st_ino:
+                f.close()   # a refused run removed this file as we opened it: lock the file now there
+                return lock_run_folder(out)
     except BlockingIOError:
         f.seek(0)
         holder = f.read().strip() or "another process"
@@ -1328,6 +1384,19 @@ def lock_run_folder(out: Path):
     f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
     f.flush()
     return f
+
+
+def unlock_unclaimed(out: Path, created: list) -> None:
+    """A run refused before it claimed its folder leaves nothing behind: its lock file (removed while still
+    held) and the parent folders the lock file made go; a claimed folder keeps both."""
+    real = Path(os.path.realpath(out))
+    if real.exists():
+        return
+    with contextlib.suppress(FileNotFoundError):
+        (real.parent / f".{real.name}.lock").unlink()
+    for folder in created:   # deepest first, each only if empty
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def latest_checkpoint(out: Path):
