@@ -602,12 +602,15 @@ def resolve_config(overrides: dict) -> dict:
     """Run defaults < recipe < the task's recipe changes < the command line; then checked. A setting the chosen
     recipe or task does not use is refused rather than ignored."""
     cfg = dict(RUN_DEFAULTS)
+    overrides = own_files(overrides)
     cfg.update({k: v for k, v in overrides.items() if k in ("task", "recipe") and v is not None})
     for key, known in (("task", TASKS), ("recipe", RECIPES)):
         if cfg[key] not in known:
             raise UsageError(f"unknown {key} '{cfg[key]}'; known: {', '.join(known)}")
     task = TASKS[cfg["task"]]
     cfg.update(recipe_defaults(cfg["task"], cfg["recipe"]))
+    if cfg["task"] == "files":
+        cfg.update(train_file="", validation_file="", labels=TASKS["files"]["labels"], text=TASKS["files"]["text"])
     unused = sorted(k for k, v in overrides.items() if k not in cfg and v is not None)
     if unused:
         raise UsageError(f"--{unused[0]} is not a setting of recipe '{cfg['recipe']}' on task {cfg['task']} "
@@ -619,6 +622,58 @@ def resolve_config(overrides: dict) -> dict:
         cfg["epochs"] = run_epochs(cfg)
     check_phases(cfg)
     return cfg
+
+
+def own_files(overrides: dict) -> dict:
+    """--train_file and --validation_file make the task 'files', whose spec the training file sets (files_task)."""
+    files = [overrides.get(k) for k in ("train_file", "validation_file")]
+    if not any(files) and overrides.get("task") != "files":
+        return overrides
+    if not all(files):
+        raise UsageError("your own data needs both --train_file and --validation_file")
+    if overrides.get("task") not in (None, "files") or overrides.get("data_dir"):
+        raise UsageError("--train_file and --validation_file are your own task: leave out --task and --data_dir")
+    TASKS["files"] = files_task(*files)
+    return {**overrides, "task": "files"}
+
+
+def read_file(path: str):
+    """A datasets.Dataset of a CSV or JSON (Lines) file; labels of two types in one JSON file refused by name."""
+    import datasets
+    if not Path(path).is_file() or Path(path).stat().st_size == 0:
+        raise UsageError(f"{'missing' if not Path(path).is_file() else 'empty'} data file: {path}")
+    csv_file = path.endswith((".csv", ".csv.gz"))
+    if not csv_file:
+        opener = __import__("gzip").open if path.endswith(".gz") else open
+        with opener(path, "rt") as f:
+            kinds = {type(json.loads(line).get("label")).__name__ for line in f if line.strip()}
+        if "str" in kinds and kinds & {"int", "float"}:
+            raise UsageError(f"{path}: mixed label types ({', '.join(sorted(kinds))}): give names or numbers")
+    try:
+        ds = datasets.load_dataset("csv" if csv_file else "json", data_files={"x": path})["x"]
+    except Exception as e:  # pyarrow's and datasets' many error types: the user needs one line
+        raise UsageError(f"malformed data file {path}: {e.__class__.__name__}: {first_line(e)}") from None
+    if len(ds) == 0:
+        raise UsageError(f"empty data file: {path}")
+    if "label" not in ds.column_names or len(ds.column_names) < 2:
+        raise UsageError(f"{path} needs a label column and a text column (has: {', '.join(ds.column_names)})")
+    return ds
+
+
+def files_task(train_file: str, validation_file: str) -> dict:
+    """run_glue's conventions: sentence1/sentence2 if present, else the first one or two columns besides label;
+    labels sorted as found in the training file (their order is the head's ids), or regression if floats."""
+    train = read_file(train_file)
+    columns = [c for c in train.column_names if c != "label"]
+    text = ("sentence1", "sentence2") if {"sentence1", "sentence2"} <= set(columns) else \
+        (columns[0], columns[1] if len(columns) > 1 else None)
+    values = [v for v in train["label"] if v is not None]
+    if len(values) < len(train):
+        raise UsageError(f"{train_file}: row {list(train['label']).index(None)} has no label")
+    regression = train.features["label"].dtype.startswith("float")
+    return dict(kind="classification", hub=None, text=text, metric="pearson" if regression else "accuracy",
+                labels=None if regression else [str(v) for v in sorted(set(values))], score_range=(-math.inf, math.inf),
+                files={"train": train_file, "validation": validation_file})
 
 
 def recipe_defaults(task: str, recipe: str) -> dict:
@@ -768,6 +823,9 @@ def load_splits(task: str, data_dir: str = "", max_train: int = 0, max_eval: int
     spec = TASKS[task]
     if task == "rotten_tomatoes":
         splits, sources = load_rotten_tomatoes(), {}
+    elif task == "files":
+        sources = {s: f for s, f in spec["files"].items() if s != "train" or not evaluation_only}
+        splits = {s: label_ids(spec, read_file(f), f) for s, f in sources.items()}
     elif data_dir:
         sources, splits = local_files(spec, data_dir, evaluation_only), {}
         for split, path in sources.items():   # one file at a time: each is checked against the task alone
@@ -797,6 +855,19 @@ def load_splits(task: str, data_dir: str = "", max_train: int = 0, max_eval: int
         limit = max_train if split == "train" else max_eval
         out[split] = ds.shuffle(seed=0).select(range(limit)) if limit and limit < len(ds) else ds
     return out
+
+
+def label_ids(spec: dict, ds, path: str):
+    """Own files' labels as the head's ids, in the training file's order; a label the training file lacks is refused."""
+    if spec["labels"] is None:
+        return ds
+    index = {name: i for i, name in enumerate(spec["labels"])}
+    names = [str(v) for v in ds["label"]]
+    unknown = next((i for i, n in enumerate(names) if n not in index), None)
+    if unknown is not None:
+        raise UsageError(f"{path}: row {unknown} (line {unknown + 1}): label {names[unknown]!r} is not in the training "
+                         f"file's labels {spec['labels']}")
+    return ds.remove_columns("label").add_column("label", [index[n] for n in names])
 
 
 def first_line(e: Exception) -> str:
@@ -1058,6 +1129,10 @@ def task_metrics(task: str, outputs, enc: dict, ds) -> dict:
         return {"matthews": matthews(pred, labels), "accuracy": accuracy(pred, labels)}
     if task in ("mrpc", "qqp"):
         return {"f1": f1_binary(pred, labels), "accuracy": accuracy(pred, labels)}
+    if task == "files":   # one's own labels: accuracy and F1 (binary: of the second label; else the macro mean)
+        n = len(spec["labels"])
+        f1 = f1_binary(pred, labels) if n == 2 else float(np.mean([f1_binary(pred == c, labels == c) for c in range(n)]))
+        return {"accuracy": accuracy(pred, labels), "f1": f1}
     return {"accuracy": accuracy(pred, labels)}
 
 
@@ -1563,6 +1638,9 @@ FLAGS = {  # name: (group, help)
     "max_length": ("recipe", "tokens per row (capped at the model's positions)"),
     "grad_accum": ("recipe", "micro-batches per optimizer step"),
     "data_dir": ("data", "folder of train.jsonl[.gz] and validation.jsonl in the hub's columns (default: the hub)"),
+    "train_file": ("data", "your own training data, CSV or JSON Lines, with run_glue's columns: sentence1 and sentence2 "
+                           "if present, else the first one or two columns besides label; float labels: regression"),
+    "validation_file": ("data", "your own validation data, in the training file's columns and labels"),
     "max_train_samples": ("data", "use this many training rows, a fixed random subset (0: all)"),
     "max_eval_samples": ("data", "use this many evaluation rows (0: all)"),
     "doc_stride": ("data", "SQuAD only: overlap of consecutive context windows, in tokens"),
@@ -1588,7 +1666,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="prune.py", description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n")[-1],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     groups = {g: p.add_argument_group(title) for g, title in GROUPS.items()}
-    task_fields = {"doc_stride": TASKS["squad"]["doc_stride"]}
+    task_fields = {"doc_stride": TASKS["squad"]["doc_stride"], "train_file": "", "validation_file": ""}
     for name, (group, text) in FLAGS.items():
         values = {r: RECIPES[r][name] for r in RECIPES if name in RECIPES[r]}
         default = RUN_DEFAULTS.get(name, task_fields.get(name))

