@@ -277,14 +277,22 @@ run_plan() {
     return
   fi
   if [ $MODE = jobs ]; then  # one self-contained command per unfinished run, and the teacher it needs
-    local here py needs
-    here=$(pwd -P); py=$(command -v "$PYTHON")   # an absolute path: the command runs from anywhere
+    local here py needs runs task guard
+    here=$(pwd -P); py=$(command -v "$PYTHON")   # absolute paths: the command runs the same from anywhere
     [[ $py == /* ]] || py=$here/$py
+    runs=$(realpath -m "$RUNS")
     for line in "${lines[@]}"; do
-      name=${line%%|*}; args=${line#*|}; out=$RUNS/$name
+      name=${line%%|*}; args=${line#*|}; out=$runs/$name
       [ -f "$out/results.json" ] && continue
+      args=${args//"--teacher $RUNS/"/"--teacher $runs/"}
       needs=$(sed -n 's/.*--teacher \([^ ]*\).*/  # needs \1/p' <<< "$args")
-      echo "cd $here && mkdir -p $(dirname "$out") && $py prune.py $args --out $out >> $out.log 2>&1$needs"
+      guard=""   # mini's at-chance rule, asked when the job runs (its teacher may not be finished when listed)
+      task=$(sed -n 's/.*--task \([^ ]*\).*/\1/p' <<< "$args")
+      if [[ $name == mini/* && $name != mini/teacher-* && " commonsense_qa winogrande " == *" $task "* \
+            && ${MINI_AT_CHANCE:-skip} != run ]]; then
+        guard="if $py tools/report.py $runs/mini --at-chance $task; then echo \"run.sh: $name skipped: the $task teacher is at chance\"; elif [ \$? -eq 1 ]; then "
+      fi
+      echo "cd $here && ${guard}mkdir -p $(dirname "$out") && $py prune.py $args --out $out >> $out.log 2>&1${guard:+; fi}$needs"
     done
     return
   fi

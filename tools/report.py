@@ -586,7 +586,14 @@ def main(argv=None) -> int:
     p.add_argument("--md", default="", help="also write the paper comparison (results.md) here")
     p.add_argument("--claims", default="", help="also write the claims table of bash run.sh mini here (and figure1.png)")
     p.add_argument("--no-pictures", action="store_true", help="tables only")
+    p.add_argument("--at-chance", default="", metavar="TASK", help="only say whether ROOT/teacher-TASK is at chance: "
+                   "exit 0 if it is, 1 if it is above, 2 if it is not finished (run.sh's job lines ask this)")
     args = p.parse_args(argv)
+    if args.at_chance:
+        if not (Path(args.root) / f"teacher-{args.at_chance}" / "results.json").is_file():
+            print(f"report: {args.root}/teacher-{args.at_chance} is not finished", file=sys.stderr)
+            return 2
+        return 0 if at_chance(by_name(find_results(Path(args.root))), args.at_chance) else 1
     results = find_results(Path(args.root))
     if not results:
         print(f"report: no results.json under {args.root}", file=sys.stderr)
