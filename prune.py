@@ -639,25 +639,30 @@ def own_files(overrides: dict) -> dict:
 
 def read_file(path: str):
     """A datasets.Dataset of a CSV or JSON (Lines) file; labels of two types in one JSON file refused by name."""
-    import datasets
     if not Path(path).is_file() or Path(path).stat().st_size == 0:
         raise UsageError(f"{'missing' if not Path(path).is_file() else 'empty'} data file: {path}")
-    csv_file = path.endswith((".csv", ".csv.gz"))
-    if not csv_file:
+    if not path.endswith((".csv", ".csv.gz")):
         opener = __import__("gzip").open if path.endswith(".gz") else open
         with opener(path, "rt") as f:
             kinds = {type(json.loads(line).get("label")).__name__ for line in f if line.strip()}
         if "str" in kinds and kinds & {"int", "float"}:
             raise UsageError(f"{path}: mixed label types ({', '.join(sorted(kinds))}): give names or numbers")
-    try:
-        ds = datasets.load_dataset("csv" if csv_file else "json", data_files={"x": path})["x"]
-    except Exception as e:  # pyarrow's and datasets' many error types: the user needs one line
-        raise UsageError(f"malformed data file {path}: {e.__class__.__name__}: {first_line(e)}") from None
+    ds = load_file(path)
     if len(ds) == 0:
         raise UsageError(f"empty data file: {path}")
     if "label" not in ds.column_names or len(ds.column_names) < 2:
         raise UsageError(f"{path} needs a label column and a text column (has: {', '.join(ds.column_names)})")
     return ds
+
+
+def load_file(path: str, split: str = "x"):
+    """A datasets.Dataset of one JSON (Lines) or CSV file, by its suffix; any loader error said in one line."""
+    import datasets
+    try:
+        return datasets.load_dataset("csv" if path.endswith((".csv", ".csv.gz")) else "json",
+                                     data_files={split: path})[split]
+    except Exception as e:  # pyarrow's and datasets' many error types: the user needs one line
+        raise UsageError(f"malformed data file {path}: {e.__class__.__name__}: {first_line(e)}") from None
 
 
 def files_task(train_file: str, validation_file: str) -> dict:
@@ -829,10 +834,7 @@ def load_splits(task: str, data_dir: str = "", max_train: int = 0, max_eval: int
     elif data_dir:
         sources, splits = local_files(spec, data_dir, evaluation_only), {}
         for split, path in sources.items():   # one file at a time: each is checked against the task alone
-            try:
-                splits[split] = datasets.load_dataset("json", data_files={split: path})[split]
-            except Exception as e:  # pyarrow's and datasets' many error types: the user needs one line
-                raise UsageError(f"malformed data file {path}: {e.__class__.__name__}: {first_line(e)}") from None
+            splits[split] = load_file(path, split)
     else:
         hub_id, name = spec["hub"]
         try:

@@ -59,7 +59,7 @@ PartitionName=local Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 CONF
 printf 'Name=gpu File=%s/gpu0\nName=gpu File=%s/gpu1\n' "$dir" "$dir" > "$dir"/gres.conf
 munged --force --socket="$dir"/munge/munge.socket --pid-file="$dir"/munged.pid --log-file="$dir"/munged.log \
-  --seed-file="$dir"/munge/seed 2>/dev/null || munged --force --socket="$dir"/munge/munge.socket --pid-file="$dir"/munged.pid
+  --seed-file="$dir"/munge/seed
 export SLURM_CONF=$dir/slurm.conf
 slurmctld -f "$dir"/slurm.conf
 slurmd -f "$dir"/slurm.conf
