@@ -2653,6 +2653,57 @@ def test_every_encoder_family_is_pruned_in_its_layer_stacks_or_refused_in_one_li
     assert (HERE / "README.md").read_text().count(family_table_markdown(table)) == 1
 
 
+def test_bert_keeps_sdpa_and_a_family_without_it_gets_eager_attention(tmp_path):
+    """load_model asks SDPA first (BERT, RoBERTa, DistilBERT keep their fast attention) and falls back to the eager
+    one only for a family that has no SDPA (DeBERTa-v2/v3)."""
+    for family, expected in (("bert", "sdpa"), ("roberta", "sdpa"), ("distilbert", "sdpa"), ("deberta-v2", "eager")):
+        model = prune.load_model(str(make_family_model(tmp_path / family, family)), "sst2")
+        assert model.config._attn_implementation == expected, family
+
+
+@cuda
+def test_on_cuda_a_family_with_eager_attention_runs_the_fast_path_to_its_target(tmp_path, sst2_dir):
+    """DeBERTa-v2 (eager attention, no SDPA) through the real CLI on CUDA graphs: exactly the target, and the
+    same command killed at step 20 resumes to the same model, masks and metrics."""
+    folder = make_family_model(tmp_path / "deberta-v2", "deberta-v2")
+
+    def args_for(out: Path) -> list:
+        args = _run_args(folder, "", sst2_dir, out, device="cuda", fast="on", hardness=0.0)
+        return args[:args.index("--teacher")] + args[args.index("--teacher") + 2:]   # no teacher, no KD
+    reference = tmp_path / "reference"
+    r = _cli(args_for(reference))
+    assert r.returncode == 0 and "(CUDA graphs)" in r.stderr, r.stderr
+    res = json.loads((reference / "results.json").read_text())
+    assert res["encoder_sparsity"] == pytest.approx(0.8, abs=1e-4)
+    args = args_for(tmp_path / "killed")
+    kill_at_line(args, "step 20/")
+    assert _cli(args).returncode == 0
+    _assert_same_run(reference, tmp_path / "killed")
+
+
+@cuda
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1], ids=["SIGTERM", "SIGUSR1"])
+def test_on_cuda_a_scheduler_signal_on_the_fast_path_checkpoints_and_resumes_exactly(tmp_path, tiny, tiny_teacher,
+                                                                                      sst2_dir, sig):
+    """The signal arrives while CUDA graphs replay: the step finishes, the checkpoint is written, exit 4; the same
+    command ends where an uninterrupted fast-path run ends, bit for bit."""
+    extra = dict(device="cuda", fast="on")
+    reference = tmp_path / "reference"
+    assert _cli(_run_args(tiny, tiny_teacher, sst2_dir, reference, **extra)).returncode == 0
+    out = tmp_path / "run"
+    args = _run_args(tiny, tiny_teacher, sst2_dir, out, **extra)
+    proc, seen = _start(args), []
+    for line in proc.stderr:
+        seen.append(line)
+        if line.startswith("step 20/"):
+            proc.send_signal(sig)
+    proc.wait(timeout=120)
+    assert proc.returncode == 4 and f"interrupted: {sig.name} at step" in seen[-1], "".join(seen)
+    resumed = _cli(args)
+    assert resumed.returncode == 0 and "resumed" in resumed.stderr, resumed.stderr
+    _assert_same_run(reference, out)
+
+
 def family_table_markdown(table: dict) -> str:
     """The README's lines on encoder families, from the outcomes of the test above."""
     kinds = ("classification", "multiple choice", "QA")
