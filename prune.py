@@ -994,6 +994,12 @@ def encode_squad(ds, tokenizer, max_length: int, doc_stride: int) -> dict:
     [CLS] when it is outside the window), the example of each feature, the character offsets of its context
     tokens (-1 elsewhere)."""
     questions = [q.lstrip() for q in ds["question"]]
+    longest = max((len(q) for q in tokenizer(questions, add_special_tokens=False)["input_ids"]), default=0)
+    room = max_length - tokenizer.num_special_tokens_to_add(pair=True) - longest
+    if room <= doc_stride:   # the tokenizer would abort the process (a Rust panic, not an exception)
+        raise UsageError(f"max_length {max_length} leaves {room} context tokens beside the longest question "
+                         f"({longest} tokens); doc_stride {doc_stride} must be below that: raise --max_length or "
+                         "lower --doc_stride")
     enc = tokenizer(questions, list(ds["context"]), truncation="only_second", max_length=max_length, stride=doc_stride,
                     return_overflowing_tokens=True, return_offsets_mapping=True, padding="max_length")
     example = np.asarray(enc["overflow_to_sample_mapping"], dtype=np.int64)

@@ -895,6 +895,22 @@ def test_squad_features_label_the_answer_in_the_window_that_holds_it_and_cls_els
     assert found >= 1 and (enc["labels"] == 0).all(axis=1).any()            # and windows without it
 
 
+def test_a_squad_window_too_small_for_its_stride_is_refused_in_one_line_before_anything_is_written(tmp_path,
+                                                                                                    squad_dir):
+    """The tokenizer aborts the process (a Rust panic, no Python exception) when doc_stride is not below the
+    context room beside the longest question; prune.py refuses the settings instead, and writes nothing."""
+    import datasets
+    with pytest.raises(prune.UsageError, match=r"^max_length 32 leaves 20 context tokens beside the longest "
+                                               r"question \(9 tokens\); doc_stride 24 must be below that"):
+        prune.encode_squad(datasets.Dataset.from_list(squad_rows()), _qa_tokenizer(), max_length=32, doc_stride=24)
+    cfg = run_cfg(tmp_path, task="squad", data_dir=squad_dir, model=str(make_tiny_model(tmp_path / "m")),
+                  sparsity=0.5, hardness=0.0, max_length=32, doc_stride=32)
+    with pytest.raises(prune.UsageError, match="doc_stride 32 must be below that"):
+        prune.run(cfg, log=quiet)
+    assert not (tmp_path / "run").exists()
+    assert len(prune.encode_squad(datasets.Dataset.from_list(squad_rows()), _qa_tokenizer(), max_length=32, doc_stride=8)["example"])
+
+
 def test_postprocessing_finds_the_answer_in_a_later_window():
     import datasets
     tok = _qa_tokenizer()
