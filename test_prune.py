@@ -2167,6 +2167,8 @@ README_COMMANDS = {
     "python prune.py --train_file examples/tickets/train.csv --validation_file examples/tickets/validation.csv "
     "--model minilm --teacher runs/tickets-teacher/model --sparsity 0.9 --out runs/tickets-90":
         "test_the_readmes_own_data_commands_run_teacher_then_student",
+    "python tools/infer.py --model runs/tickets-90/model --validation_file examples/tickets/validation.csv --compressed":
+        "test_the_readmes_own_data_commands_run_teacher_then_student",
 }
 
 
@@ -2781,11 +2783,13 @@ def test_the_readmes_own_data_commands_run_teacher_then_student(tmp_path):
     lines = [line for line in text.split("Your own data as run_glue takes it")[1].split("```bash\n")[1].split(
         "```")[0].splitlines() if line.strip()]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    assert [line.split()[1] for line in lines] == ["prune.py", "prune.py", "tools/infer.py"]
     for line in lines:
-        r = subprocess.run(line.replace("python prune.py", f"{sys.executable} {HERE / 'prune.py'}"), shell=True,
+        r = subprocess.run(line.replace("python ", f"{sys.executable} {HERE}/", 1), shell=True,
                            cwd=tmp_path, capture_output=True, text=True, env=env, timeout=900)
         assert r.returncode == 0, (line, r.stderr[-2000:])
     student = json.loads((tmp_path / "runs" / "tickets-90" / "results.json").read_text())
+    assert json.loads(r.stdout)["metrics"] == pytest.approx(student["metrics"], abs=1e-12)   # infer.py scores it again
     assert student["task"] == "files" and student["config"]["labels"] == ["billing", "bug", "login"]
     assert student["encoder_sparsity"] == pytest.approx(0.9, abs=1e-4) and set(student["metrics"]) == {"accuracy", "f1"}
     assert student["teacher_metrics"]["accuracy"] > 0.5                      # the teacher learned the tickets
@@ -2856,6 +2860,27 @@ def test_bad_own_files_are_refused_in_one_line_before_anything_is_written(tmp_pa
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
     assert re.search(message, r.stderr), r.stderr
     assert not (tmp_path / "run").exists() and not (tmp_path / ".run.lock").exists()
+
+
+def test_infer_scores_a_model_trained_on_own_files_with_its_labels_or_refuses_in_one_line(tmp_path, tiny, capsys):
+    """tools/infer.py --validation_file: the file's columns, the head's label order (a validation file may lack a
+    label); the same metrics as the run; a model without those labels, or --task with it, refused in one line."""
+    train = [{"text": r["sentence"], "label": ["eggs", "ham", "spam"][i % 3]} for i, r in enumerate(sentiment_rows(48, 0))]
+    flags = _files(tmp_path, train, [r for r in train if r["label"] != "ham"])
+    cfg = prune.resolve_config(prune.parse_overrides(flags + ["--model", str(tiny), "--recipe", "dense", "--epochs",
+                                                              "1", "--batch_size", "16", "--out", str(tmp_path / "run")]))
+    results = prune.run(cfg, log=quiet)
+    capsys.readouterr()
+    model = str(tmp_path / "run" / "model")
+    assert infer.main(["--model", model, "--validation_file", flags[3], "--compressed"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["task"] == "files" and out["rows"] == len(train) * 2 // 3
+    assert out["metrics"] == pytest.approx(results["metrics"], abs=1e-12)
+    for argv, message in ((["--model", str(tiny), "--validation_file", flags[3]], "unnamed or mismatched labels"),
+                          (["--model", model, "--validation_file", flags[3], "--task", "sst2"], "or --validation_file alone")):
+        assert infer.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
 
 
 def _sbatch(jobs: Path, task: int, *extra, env=None, cwd=None):

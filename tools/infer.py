@@ -1,7 +1,7 @@
 """Inference with a saved model: python tools/infer.py --model RUN/model --task TASK [--compressed] [--sparse].
 
 Scores a model folder that prune.py wrote (the stock weights, or compressed.safetensors with --compressed) on
-the task's evaluation split, optionally with its pruned linears in CSR (--sparse, CPU), and prints its metrics
+the task's evaluation split (or, for a model trained on --train_file, on --validation_file), optionally with its pruned linears in CSR (--sparse, CPU), and prints its metrics
 and speed as one JSON line; --predictions writes each example's prediction and score as a run does. Runs never
 import this file; its functions can be copied alone:
 load_compressed (the stock model back from compressed.safetensors, bit for bit) and sparsify (CSR linears
@@ -112,10 +112,24 @@ def sparsify(model: nn.Module, tokens: int) -> dict:
     return {"sparse_linears": swapped, "dense_linears": kept}
 
 
+def own_data(validation_file: str, config, model: str) -> dict:
+    """The task of a model trained on one's own files (prune.py --train_file): the file's text columns by
+    run_glue's rule, the labels in the order of the model's head."""
+    spec = prune.files_task(validation_file, validation_file)
+    if (spec["labels"] is None) != (config.num_labels == 1) or spec["labels"] and prune.generic_labels(config):
+        raise prune.UsageError(f"model '{model}' has {config.num_labels} unnamed or mismatched labels for "
+                               f"{validation_file}: give a model trained with prune.py --train_file on these labels")
+    if spec["labels"] is not None:
+        spec["labels"] = [config.id2label[i] for i in sorted(config.id2label)]
+    return spec
+
+
 def main(argv=None) -> int:
     p = prune.ArgumentParser(prog="tools/infer.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="a saved model folder (a run's model/)")
-    p.add_argument("--task", required=True, help=f"the task: {', '.join(prune.TASKS)}")
+    p.add_argument("--task", default="", help=f"the task: {', '.join(prune.TASKS)}")
+    p.add_argument("--validation_file", default="", help="instead of --task: your own data (CSV or JSON Lines), for "
+                                                         "a model trained with prune.py --train_file")
     p.add_argument("--data_dir", default="", help="local JSON Lines in the hub's columns (default: the hub)")
     p.add_argument("--compressed", action="store_true", help="load compressed.safetensors instead of the dense file")
     p.add_argument("--sparse", action="store_true", help="CSR pruned linears where faster (sparsify); CPU only")
@@ -128,11 +142,15 @@ def main(argv=None) -> int:
     prune.quiet_libraries()
     try:
         args = p.parse_args(argv)
-        if args.task not in prune.TASKS:
+        if bool(args.task) == bool(args.validation_file) or args.validation_file and args.data_dir:
+            raise prune.UsageError("give --task (and --data_dir), or --validation_file alone")
+        if args.task not in prune.TASKS and not args.validation_file:
             raise prune.UsageError(f"unknown task '{args.task}'; known: {', '.join(prune.TASKS)}")
         if args.sparse and args.device != "cpu":
             raise prune.UsageError("--sparse runs CSR kernels on the CPU: leave --device at cpu")
         path, config, tokenizer = prune.load_config_and_tokenizer(args.model)
+        if args.validation_file:
+            prune.TASKS["files"], args.task = own_data(args.validation_file, config, args.model), "files"
         prune.check_label_names(prune.TASKS[args.task], config, f"model '{args.model}'")
         if args.compressed and not (Path(path) / "compressed.safetensors").is_file():
             raise prune.UsageError(f"no compressed.safetensors in {args.model}")
