@@ -43,3 +43,9 @@ def distillation_loss(student_logits, teacher_logits=None, labels=None, *, hardn
                 for s, t in zip(students, teachers)]
         loss = loss + hardness * torch.stack(soft).mean()
     return loss
+
+
+def top_probability(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Mean over rows of the largest softmax(logits / T) probability: how peaked a teacher is at T (SPEC 1: ~93-99%
+    at T = 1, ~3.6% at T = 5.5 over SQuAD's positions, so distilling at T = 1 adds little beyond the label)."""
+    return F.softmax(logits.float() / temperature, dim=-1).amax(-1).mean()

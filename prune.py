@@ -57,7 +57,9 @@ RECIPES = {
         prune_per_epoch=10,         # ten pruning steps per epoch
         base_epochs=2,              # one LR cycle = the standard 2-epoch BERT fine-tuning schedule
         epochs=0,                   # 0: scaled with the target (schedule.scaled_epochs): 10 at 90%, 30 at 97%
-        lr=1e-4, lr_min=1e-6,       # linear 1e-4 -> 1e-6 within each cycle, rewound every cycle; no warmup
+        lr=1e-4, lr_min=1e-6,       # linear 1e-4 -> 1e-6 within each cycle, rewound every cycle
+        lr_schedule="cycles",       # Appendix B's rejected alternative: "linear", one decay over the whole run
+        warmup=0.0,                 # no warmup (Appendix B: no gain); > 0: a ramp at the start of every cycle
         weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.999, adam_eps=1e-8,
         max_grad_norm=1.0,          # not stated in the paper: the Hugging Face Trainer's default
         hardness=1.0, temperature=5.5,  # guideline 3, Table 4-5: pure distillation (h 1.0 beats 0.6-0.9), T 5.5
@@ -75,6 +77,21 @@ RECIPES = {
         hardness=0.0, temperature=1.0,                      # no distillation
         batch_size=16, max_length=128,
     ),
+    # Table 7's GMP baseline (Sanh et al. 2020, transformers' research project movement-pruning: its README's
+    # magnitude command and masked_run_squad.py), as the paper compares against it.
+    "sanh": dict(
+        scope="encoder",            # "only prune the Fully Connected layers in the encoder"
+        criterion="layer",          # emmental's MagnitudeBinarizer: top-k of |w| in each matrix
+        prune_start=0.1, prune_end=0.8, prune_every=1,      # --initial_warmup 1 --final_warmup 2 (epochs of 10):
+        epochs=10,                  # dense 1 epoch, cubic from 0 at every step, fixed for the last 2
+        lr=3e-5, lr_min=0.0, warmup=0.1,    # --learning_rate 3e-5 --warmup_steps 5400 (about 1 epoch), one decay
+        weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.999, adam_eps=1e-8, max_grad_norm=1.0,  # script defaults
+        hardness=0.5, temperature=2.0,      # --alpha_distil 0.5 --alpha_ce 0.5 --temperature 2.0 (defaults)
+        batch_size=32, max_length=128,      # MNLI, QQP: batch 32 (SQuAD: 16, length 384, below)
+    ),
+    # Guideline 1's test (SPEC 1, the paper's Figure on SQuAD at 40%): a fine-tuned model pruned once to the
+    # target, encoder only or with embeddings and head (--scope all), and evaluated; no step is trained.
+    "oneshot": dict(scope="encoder", criterion="global", hardness=0.0, batch_size=32, max_length=128),
     # Standard dense fine-tuning, for teachers: BERT-base on GLUE (Devlin et al. 2019: 2e-5..5e-5, batch 32,
     # 3 epochs, 10% warmup, weight decay 0.01).
     "dense": dict(
@@ -93,9 +110,11 @@ SMC_SPARSITIES = tuple(round(1 - 0.8 ** k, 4) for k in range(1, 11))
 # dense teacher with Hugging Face's run_qa example's settings (3e-5, 2 epochs, batch 12, no warmup, no weight
 # decay: 88.5 F1 for bert-base-uncased).
 MULTIPLE_CHOICE_RECIPES = {"dense": dict(lr=1e-5, warmup=0.06, epochs=5, batch_size=16, max_length=80),
-                           "gmp_star": dict(lr=3e-5, batch_size=16, max_length=80), "smc": dict(max_length=80)}
+                           "gmp_star": dict(lr=3e-5, batch_size=16, max_length=80), "smc": dict(max_length=80),
+                           "sanh": dict(batch_size=16, max_length=80), "oneshot": dict(max_length=80)}
 TASK_RECIPES = {"commonsense_qa": MULTIPLE_CHOICE_RECIPES, "winogrande": MULTIPLE_CHOICE_RECIPES,
                 "squad": {"gmp_star": dict(batch_size=16, max_length=384), "smc": dict(max_length=384),
+                          "sanh": dict(batch_size=16, max_length=384), "oneshot": dict(max_length=384),
                           "dense": dict(lr=3e-5, epochs=2, batch_size=12, max_length=384, warmup=0.0,
                                         weight_decay=0.0)}}
 
@@ -109,11 +128,15 @@ def run_epochs(cfg: dict) -> int:
 
 
 def make_plan(cfg: dict, steps_per_epoch: int) -> schedule.Plan:
-    """The schedule.Plan of a resolved config: GMP*'s cycles, or a linear schedule (dense, SMC-Bench)."""
+    """The schedule.Plan of a resolved config: GMP*'s cycles, a linear schedule (dense, SMC-Bench, Sanh et al.),
+    or one pruning step and no training (oneshot)."""
     if cfg["recipe"] == "gmp_star":
         return schedule.gmp_star_plan(target=cfg["sparsity"], epochs=run_epochs(cfg), base_epochs=cfg["base_epochs"],
                                       steps_per_epoch=steps_per_epoch, prune_per_epoch=cfg["prune_per_epoch"],
-                                      initial_sparsity=cfg["initial_sparsity"], lr=cfg["lr"], lr_min=cfg["lr_min"])
+                                      initial_sparsity=cfg["initial_sparsity"], lr=cfg["lr"], lr_min=cfg["lr_min"],
+                                      lr_schedule=cfg["lr_schedule"], warmup=cfg["warmup"])
+    if cfg["recipe"] == "oneshot":
+        return schedule.Plan(0, steps_per_epoch, steps_per_epoch, [0], lambda t: 0.0, lambda t: cfg["sparsity"])
     total = int(cfg.get("max_steps") or cfg["epochs"] * steps_per_epoch)
     warmup = round(cfg["warmup"] * total) if 0 < cfg["warmup"] < 1 else int(cfg["warmup"])
     window = (cfg["prune_start"], cfg["prune_end"], cfg["prune_every"]) if "prune_every" in cfg else None
@@ -401,8 +424,13 @@ def _run(cfg: dict, log: Callable) -> dict:
     t_start = time.time()
     out = Path(cfg["out"])
     state = check_out_dir(out, cfg)
+    if state == "finished":
+        log(f"{out} already holds this run, finished: nothing to do (its results.json)")
+        return read_json(out / "results.json")
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg["device"] == "auto" else cfg["device"])
     fast = fast_path() if cfg["fast"] == "on" and device.type == "cuda" else None
+    if device.type == "cuda" and cfg["deterministic"] == "on":
+        deterministic_cuda()
     torch.manual_seed(cfg["seed"])
     data = prepare_data(cfg)
     steps_per_epoch = len(make_batches(data.train["lengths"], cfg["batch_size"], seed=cfg["seed"])) // cfg["grad_accum"]
@@ -417,6 +445,8 @@ def _run(cfg: dict, log: Callable) -> dict:
     write_json(out / "config.json", cfg)
     if teacher.computed:
         atomic_save({"logits": teacher.logits.cpu(), "metrics": teacher.metrics}, out / "teacher_logits.pt")
+    if cfg["recipe"] == "oneshot":
+        return one_shot(cfg, out, model, data, plan, teacher, device, t_start)
 
     spec = TASKS[cfg["task"]]
     step = make_step(model, kind=spec["kind"], scope=cfg.get("scope", "encoder"), pruned=bool(plan.prune_steps),
@@ -439,7 +469,25 @@ def _run(cfg: dict, log: Callable) -> dict:
                            device=device)
     train(step, plan, batches, criterion=cfg.get("criterion", "global"), first_step=first_step, after_step=monitor)
     monitor.close()
-    return finish(cfg, out, model, data, step, plan, teacher.metrics, monitor.totals(), device, t_start)
+    return finish(cfg, out, model, data, step, plan, teacher, monitor.totals(), device, t_start)
+
+
+def one_shot(cfg: dict, out: Path, model: nn.Module, data, plan, teacher, device: torch.device, t_start: float) -> dict:
+    """Guideline 1's test (recipe oneshot): the masks of one magnitude pruning step at the target, applied to the
+    (fine-tuned) model, then evaluated and saved as any run; no step is trained."""
+    weights = prunable(model, cfg["scope"])
+    masks = {n: torch.ones_like(w) for n, w in weights.items()}
+    prune(weights, masks, plan.sparsity_at(0), cfg["criterion"])
+    timing = dict(samples=0, train_time_s=0.0, eval_time_s=0.0, teacher_time_s=0.0)
+    return finish(cfg, out, model, data, argparse.Namespace(weights=weights, masks=masks), plan, teacher, timing,
+                  device, t_start)
+
+
+def deterministic_cuda() -> None:
+    """The same command gives the same bytes on one GPU kind: deterministic kernels where torch has them (SDPA
+    leaves cuDNN attention, whose backward is not deterministic) and a fixed cuBLAS workspace."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def check_model(cfg: dict, model: nn.Module, data, device: torch.device) -> None:
@@ -468,20 +516,21 @@ def check_model(cfg: dict, model: nn.Module, data, device: torch.device) -> None
 def prepare_teacher(cfg: dict, data, out: Path, state: str, device: torch.device, log) -> "argparse.Namespace":
     """The teacher's cached logits and metrics: read back when resuming, else checked and computed."""
     if not cfg["teacher"] or cfg["hardness"] == 0:
-        return argparse.Namespace(logits=None, metrics={}, time_s=0.0, computed=False)
+        return argparse.Namespace(logits=None, metrics={}, time_s=0.0, computed=False, sha256="", peak={})
     path, config, tok = load_config_and_tokenizer(cfg["teacher"], "teacher")
     check_teacher(TASKS[cfg["task"]], config, tok, data.tokenizer, cfg["teacher"])
-    cache = out / "teacher_logits.pt"
+    cache, sha = out / "teacher_logits.pt", weights_sha256(path)
     if state in ("resume", "restart") and cache.exists():
         saved = torch.load(cache, map_location="cpu", weights_only=True)
         return argparse.Namespace(logits=saved["logits"].to(device), metrics=saved["metrics"], time_s=0.0,
-                                  computed=False)
+                                  computed=False, sha256=sha, peak=teacher_peak(saved["logits"], data.train))
     log(f"scoring the teacher {cfg['teacher']} and caching its logits on {len(data.train['lengths'])} training rows")
     t0 = time.time()
     logits, metrics = score_and_cache_teacher(path, cfg["task"], config, data.train, data.evals, device,
                                               cfg["eval_batch_size"])
     log("teacher: " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-    return argparse.Namespace(logits=logits.to(device), metrics=metrics, time_s=time.time() - t0, computed=True)
+    return argparse.Namespace(logits=logits.to(device), metrics=metrics, time_s=time.time() - t0, computed=True,
+                              sha256=sha, peak=teacher_peak(logits, data.train))
 
 
 def score_and_cache_teacher(path: str, task: str, config, train_enc: dict, evals: dict, device: torch.device,
@@ -502,12 +551,25 @@ def score_and_cache_teacher(path: str, task: str, config, train_enc: dict, evals
     return (logits.permute(1, 0, 2).contiguous() if spec["kind"] == "qa" else logits), metrics  # QA: [F, 2, L]
 
 
+def teacher_peak(logits: torch.Tensor, enc: dict, temperatures: tuple = (1.0, 2.0, 5.5, 8.5)) -> dict:
+    """SPEC 1 (why T = 5.5): the teacher's mean top probability on the training rows at each temperature; QA
+    logits [rows, 2, positions] over each row's own positions. Empty for a regression head."""
+    if logits.shape[-1] < 2:
+        return {}
+    logits = logits.float().cpu()
+    if logits.dim() == 3:
+        beyond = torch.arange(logits.shape[-1]) >= torch.as_tensor(enc["lengths"]).reshape(-1, 1, 1)
+        logits = logits.masked_fill(beyond, -math.inf)
+    return {f"{t:g}": float(kd.top_probability(logits, t)) for t in temperatures}
+
+
 class Monitor:
     """after_step of the loop: the non-finite-loss watch (on the device, read at each log line: no host
     synchronisation per step), log lines, evaluations at every cycle end, checkpoints."""
 
     def __init__(self, cfg, out, plan, step, evals, device, first_step, stats, teacher_time, log):
         self.cfg, self.out, self.plan, self.step, self.evals, self.device, self.log = cfg, out, plan, step, evals, device, log
+        self.first_step = first_step
         self.file = open_log(out / "log.jsonl", first_step)
         self.before = {**dict(samples=0, train_time_s=0.0, eval_time_s=0.0, teacher_time_s=0.0), **stats}
         self.before["teacher_time_s"] += teacher_time
@@ -545,7 +607,7 @@ class Monitor:
             self.eval_time += time.time() - t0
         self.file.write(json.dumps(entry) + "\n")
         self.file.flush()
-        eta = (time.time() - self.t0) / max(1, done) * (plan.total_steps - done)
+        eta = (time.time() - self.t0) / max(1, done - self.first_step) * (plan.total_steps - done)  # this process's pace
         self.log(f"step {done}/{plan.total_steps} epoch {entry['epoch']:.2f} lr {entry['lr']:.2e} sparsity "
                  f"{entry['sparsity']:.3f} loss {entry['loss']:.4f} {entry['samples_per_s']:.0f} samples/s eta "
                  f"{eta / 60:.1f} min" + "".join(f" | {k} {v:.4f}" for k, v in entry.get("eval", {}).items()))
@@ -579,7 +641,7 @@ class Monitor:
 
 RUN_DEFAULTS = dict(task="rotten_tomatoes", model="", teacher="", sparsity=0.0, recipe="gmp_star", out="",
                     seed=0, overwrite=False, data_dir="", max_train_samples=0, max_eval_samples=0,
-                    device="auto", fast="on", grad_accum=1, eval_batch_size=128, checkpoint_minutes=10.0,
+                    device="auto", fast="on", deterministic="on", grad_accum=1, eval_batch_size=128, checkpoint_minutes=10.0,
                     keep_checkpoints=2, log_every=50)
 # Settings that may change when an interrupted run is resumed.
 OPERATIONAL = {"out", "device", "fast", "checkpoint_minutes", "keep_checkpoints", "log_every", "overwrite",
@@ -676,6 +738,8 @@ def files_task(train_file: str, validation_file: str) -> dict:
     if len(values) < len(train):
         raise UsageError(f"{train_file}: row {list(train['label']).index(None)} has no label")
     regression = train.features["label"].dtype.startswith("float")
+    if not regression and len(set(values)) < 2:
+        raise UsageError(f"{train_file}: every row has the label {values[0]!r}: a classifier needs two or more")
     return dict(kind="classification", hub=None, text=text, metric="pearson" if regression else "accuracy",
                 labels=None if regression else [str(v) for v in sorted(set(values))], score_range=(-math.inf, math.inf),
                 files={"train": train_file, "validation": validation_file})
@@ -702,11 +766,14 @@ def check_config(cfg: dict, explicit: set = frozenset()) -> None:
                 raise UsageError(f"{key} must be {text}, got {cfg[key]}")
     if "epochs" in explicit and cfg["epochs"] < 1:
         raise UsageError(f"epochs must be at least 1, got {cfg['epochs']} (leave it out for the recipe's default)")
-    for key, allowed in (("scope", ("encoder", "all")), ("criterion", ("global", "layer")), ("fast", ("on", "off"))):
+    for key, allowed in (("scope", ("encoder", "all")), ("criterion", ("global", "layer")), ("fast", ("on", "off")),
+                         ("deterministic", ("on", "off")), ("lr_schedule", ("cycles", "linear"))):
         if key in cfg and cfg[key] not in allowed:
             raise UsageError(f"{key} must be '{allowed[0]}' or '{allowed[1]}', got '{cfg[key]}'")
     if cfg["recipe"] == "dense" and cfg["sparsity"] > 0:
         raise UsageError("the dense recipe trains teachers: it takes no --sparsity")
+    if cfg["recipe"] == "oneshot" and cfg["sparsity"] == 0:
+        raise UsageError("the oneshot recipe prunes a fine-tuned --model once: give --sparsity above 0")
     if "initial_sparsity" in explicit and cfg["initial_sparsity"] > cfg["sparsity"] > 0:
         raise UsageError(f"initial_sparsity {cfg['initial_sparsity']} is above the target sparsity "
                          f"{cfg['sparsity']} (the default 70% first step is capped at the target by itself)")
@@ -1306,7 +1373,7 @@ def evaluate(model: nn.Module, task: str, evals: dict, device: torch.device, bat
 
 # ----------------------------------------------------------------------------------------------------------
 # A run's inputs and outputs (section 7 calls these): the fast path's module, the encoded data, the measured
-# sparsity, and the end of a run (the sparsity check, the saved model, predictions.jsonl, results.json).
+# sparsity, and the end of a run (the sparsity check, the saved model, predictions.jsonl.gz, results.json).
 
 def fast_path():
     """tools/fast.py, the CUDA fast path (--fast on); a clear error if prune.py was copied without it."""
@@ -1323,10 +1390,41 @@ def prepare_data(cfg: dict) -> "argparse.Namespace":
     splits = load_splits(cfg["task"], cfg["data_dir"], cfg["max_train_samples"], cfg["max_eval_samples"])
     model_path, model_config, tokenizer = load_config_and_tokenizer(cfg["model"], "model")
     check_label_names(TASKS[cfg["task"]], model_config, f"model '{cfg['model']}'")
-    max_length = min(int(cfg["max_length"]), int(getattr(model_config, "max_position_embeddings", 512)))
+    max_length = min(int(cfg["max_length"]), usable_positions(model_config))
     enc = {s: encode(cfg["task"], ds, tokenizer, max_length, cfg.get("doc_stride")) for s, ds in splits.items()}
     return argparse.Namespace(train=enc.pop("train"), evals={s: (e, splits[s]) for s, e in enc.items()},
                               model_path=model_path, model_config=model_config, tokenizer=tokenizer)
+
+
+def stack_versions() -> dict:
+    """The versions of the stack a run computed on (results.json, the model card; tools/pins.py pins them)."""
+    import importlib.metadata
+    return {name: importlib.metadata.version(name) for name in
+            ("torch", "transformers", "datasets", "numpy", "tokenizers", "safetensors")}
+
+
+def weights_sha256(path: str) -> str:
+    """sha256 of a local model's weights (model.safetensors, else pytorch_model.bin): the teacher's identity."""
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (Path(path) / name).is_file():
+            digest = hashlib.sha256()
+            with open(Path(path) / name, "rb") as f:
+                for block in iter(lambda: f.read(1 << 22), b""):
+                    digest.update(block)
+            return digest.hexdigest()
+    return ""
+
+
+# Families whose position ids start after the padding index (RoBERTa's rule): pad_token_id + 1 positions fewer.
+OFFSET_POSITIONS = {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text", "roberta-prelayernorm",
+                    "longformer", "mpnet"}
+
+
+def usable_positions(config) -> int:
+    """Tokens a row may have: the model's position embeddings, less the offset of the RoBERTa-style families."""
+    n = int(getattr(config, "max_position_embeddings", 512))
+    offset = (getattr(config, "pad_token_id", 0) or 0) + 1 if config.model_type in OFFSET_POSITIONS else 0
+    return n - offset
 
 
 def pruned_nonzero(model: nn.Module, masks: dict) -> int:
@@ -1345,7 +1443,7 @@ def sparsity_report(model: nn.Module) -> dict:
     return {f"{g}_sparsity": sparsity_of(ws.values()) for g, ws in weight_groups(model).items()}
 
 
-def finish(cfg, out, model, data, step, plan, teacher_metrics, timing, device, t_start) -> dict:
+def finish(cfg, out, model, data, step, plan, teacher, timing, device, t_start) -> dict:
     """Check the sparsity against the schedule's last step, evaluate, then write the model (stock layout and
     compressed, with the masks) and results.json last."""
     weights, masks = step.weights, step.masks
@@ -1362,7 +1460,8 @@ def finish(cfg, out, model, data, step, plan, teacher_metrics, timing, device, t
         "task": cfg["task"], "model": cfg["model"], "teacher": cfg["teacher"], "recipe": cfg["recipe"],
         "seed": cfg["seed"], "sparsity_target": cfg["sparsity"], "sparsity_scheduled": scheduled,
         **sparsity_report(model), "masked_sparsity": zeros / n if n else 0.0, "metric": TASKS[cfg["task"]]["metric"],
-        "metrics": metrics, "eval_rows": len(next(iter(data.evals.values()))[1]), "teacher_metrics": teacher_metrics,
+        "metrics": metrics, "eval_rows": len(next(iter(data.evals.values()))[1]), "teacher_metrics": teacher.metrics,
+        "teacher_sha256": teacher.sha256, "teacher_top_probability": teacher.peak,
         "epochs": plan.total_steps / plan.steps_per_epoch, "steps": plan.total_steps,
         "steps_per_epoch": plan.steps_per_epoch, "pruning_steps": len(plan.prune_steps),
         # samples/s of the training loop, and of the run with the teacher's forward passes counted in
@@ -1370,10 +1469,11 @@ def finish(cfg, out, model, data, step, plan, teacher_metrics, timing, device, t
         "run_samples_per_s": samples / max(timing["train_time_s"] + timing["teacher_time_s"], 1e-9),
         **timing, "wall_time_s": time.time() - t_start,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "torch": torch.__version__, "transformers": __import__("transformers").__version__, "config": cfg,
+        "deterministic": device.type == "cpu" or torch.are_deterministic_algorithms_enabled(),
+        "versions": stack_versions(), "config": cfg,
     }
     save_model(model, data.tokenizer, out, masks)
-    write_jsonl(out / "predictions.jsonl", rows)
+    write_jsonl(out / "predictions.jsonl.gz", rows)
     write_json(out / "results.json", results)
     for ckpt in out.glob("checkpoint-*.pt"):
         ckpt.unlink()
@@ -1385,16 +1485,17 @@ def finish(cfg, out, model, data, step, plan, teacher_metrics, timing, device, t
 
 def check_out_dir(out: Path, cfg: dict) -> str:
     """What to do with the run folder, without writing anything: 'new', 'resume' (this same run, interrupted
-    after a checkpoint), 'restart' (interrupted before one), or 'replace' (--overwrite). A file, a finished
-    run or another run's folder is refused."""
+    after a checkpoint), 'restart' (interrupted before one), 'finished' (this same run, done: nothing to do; a
+    scheduler's twin that waited for it ends cleanly), or 'replace' (--overwrite). A file, another finished run or
+    another run's folder is refused."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file")
     if not out.exists() or not any(out.iterdir()):
         return "new"
     old_cfg = read_json(out / "config.json")
     finished = (out / "results.json").exists()
-    if not finished and old_cfg is not None and config_hash(old_cfg) == config_hash(cfg):
-        return "resume" if latest_checkpoint(out) else "restart"
+    if old_cfg is not None and config_hash(old_cfg) == config_hash(cfg) and not cfg["overwrite"]:
+        return "finished" if finished else "resume" if latest_checkpoint(out) else "restart"
     if not cfg["overwrite"]:
         what = ("a finished run (results.json)" if finished else
                 "a run with other settings" if old_cfg is not None else "files that are not a run")
@@ -1504,9 +1605,11 @@ def write_json(path: Path, obj) -> None:
 
 
 def write_jsonl(path: Path, rows: list) -> None:
-    """One JSON object a line, written aside and renamed into place."""
+    """One JSON object a line, written aside and renamed into place; gzip-compressed (reproducibly: no time stamp
+    in the header) when the name ends in .gz."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
+    tmp.write_bytes(__import__("gzip").compress(text, mtime=0) if path.suffix == ".gz" else text)
     os.replace(tmp, path)
 
 
@@ -1606,7 +1709,8 @@ def save_compressed(model: nn.Module, masks: dict, path: Path, dtype: torch.dtyp
             shapes[name] = list(t.shape)
         else:
             tensors[name] = t.contiguous().clone()
-    save_file(tensors, str(path), metadata={"format": "pt", "pruned_shapes": json.dumps(shapes)})
+    # one metadata key: safetensors writes a map's keys in an order that changes from process to process
+    save_file(tensors, str(path), metadata={"pruned_shapes": json.dumps(shapes, sort_keys=True)})
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -1614,7 +1718,8 @@ def save_compressed(model: nn.Module, masks: dict, path: Path, dtype: torch.dtyp
 
 FLAGS = {  # name: (group, help)
     "task": ("run", f"the task: {', '.join(TASKS)}"),
-    "recipe": ("run", "gmp_star (the paper), smc (SMC-Bench's GMP) or dense (fine-tuning, for teachers)"),
+    "recipe": ("run", "gmp_star (the paper), smc (SMC-Bench's GMP), sanh (Sanh et al.'s GMP baseline), oneshot "
+                      "(prune a fine-tuned --model once, no training) or dense (fine-tuning, for teachers)"),
     "sparsity": ("run", "target sparsity of the masked weights, in [0, 1)"),
     "model": ("run", "the student: a folder or hub id; minilm = the offline all-MiniLM-L6-v2 (default: the "
                      "task's: bert-base-uncased, roberta-large for CSQA/WinoGrande, minilm for rotten_tomatoes)"),
@@ -1634,7 +1739,8 @@ FLAGS = {  # name: (group, help)
     "max_steps": ("recipe", "optimizer steps of the run"),
     "lr": ("recipe", "peak learning rate"),
     "lr_min": ("recipe", "learning rate at the end of each cycle (gmp_star) or of the run"),
-    "warmup": ("recipe", "linear warmup: steps, or a fraction of the run when below 1"),
+    "warmup": ("recipe", "linear warmup: steps, or a fraction of the run (gmp_star: of each cycle) when below 1"),
+    "lr_schedule": ("recipe", "gmp_star's LR: cycles (rewound every cycle) or linear (one decay over the run)"),
     "weight_decay": ("recipe", "AdamW's decoupled weight decay"),
     "adam_beta1": ("recipe", "AdamW beta1"),
     "adam_beta2": ("recipe", "AdamW beta2"),
@@ -1655,6 +1761,8 @@ FLAGS = {  # name: (group, help)
     "device": ("speed", "auto (CUDA when available), cpu, cuda or cuda:N"),
     "fast": ("speed", "on: on CUDA, each step replayed from CUDA graphs with a fused AdamW (bf16 autocast either "
                       "way); off: the plain eager reference loop. No effect on a CPU"),
+    "deterministic": ("speed", "on: deterministic CUDA kernels, so a command gives the same bytes on one GPU kind; "
+                               "off: torch's defaults (cuDNN attention). No effect on a CPU"),
     "eval_batch_size": ("speed", "rows per evaluation batch"),
     "checkpoint_minutes": ("speed", "also checkpoint this often between cycle ends (0: at every log line)"),
     "keep_checkpoints": ("speed", "checkpoints kept in the run folder"),
@@ -1685,7 +1793,8 @@ def build_parser() -> argparse.ArgumentParser:
         if kind is bool:
             groups[group].add_argument(f"--{name}", action="store_true", default=None, help=text)
         else:
-            choices = ("on", "off") if name == "fast" else None
+            choices = ("on", "off") if name in ("fast", "deterministic") else \
+                ("cycles", "linear") if name == "lr_schedule" else None
             groups[group].add_argument(f"--{name}", type=kind, default=None, choices=choices,
                                        help=f"{text} (default {shown})".replace("%", "%%"))
     return p

@@ -43,6 +43,13 @@ def warmup_linear_lr(step: int, *, total_steps: int, warmup_steps: int, lr_max: 
     return lr_max - (lr_max - lr_min) * min(1.0, progress)
 
 
+def cyclic_warmup_lr(step: int, *, cycle_steps: int, warmup_steps: int, lr_max: float, lr_min: float) -> float:
+    """The cyclic LR with a linear warmup at the start of every cycle (Kurtic et al. 2024, Appendix B: tried, no
+    gain): within each cycle, warmup_linear_lr from 0 to lr_max over warmup_steps, then down to lr_min."""
+    return warmup_linear_lr(step % cycle_steps, total_steps=cycle_steps, warmup_steps=warmup_steps, lr_max=lr_max,
+                            lr_min=lr_min)
+
+
 def scaled_epochs(target: float, base_epochs: int) -> int:
     """Training budget scaled with the target sparsity (guideline 2 of Kurtic et al. 2024).
 
@@ -99,17 +106,28 @@ class Plan:
 
 
 def gmp_star_plan(*, target: float, epochs: int, base_epochs: int, steps_per_epoch: int, prune_per_epoch: int,
-                  initial_sparsity: float, lr: float, lr_min: float) -> Plan:
+                  initial_sparsity: float, lr: float, lr_min: float, lr_schedule: str = "cycles",
+                  warmup: float = 0.0) -> Plan:
     """Kurtic et al. 2024, Appendix A: a dense first cycle, then prune_per_epoch cubic pruning steps per epoch
-    (the first to initial_sparsity), masks fixed in the last cycle; LR lr -> lr_min rewound every cycle."""
+    (the first to initial_sparsity), masks fixed in the last cycle; LR lr -> lr_min rewound every cycle.
+    Appendix B's rejected alternatives: lr_schedule "linear" (one decay over the whole run), and warmup (steps,
+    or a fraction of a cycle when below 1) at the start of every cycle."""
     if target > 0:
         p = gmp_phases(epochs=epochs, base_epochs=base_epochs, steps_per_epoch=steps_per_epoch,
                        prune_per_epoch=prune_per_epoch)
     else:   # dense: the LR cycles alone, any number of epochs
         p = dict(total_steps=epochs * steps_per_epoch, cycle_steps=base_epochs * steps_per_epoch, start_step=0,
                  end_step=0, prune_steps=[])
-    return Plan(p["total_steps"], steps_per_epoch, p["cycle_steps"], p["prune_steps"],
-                functools.partial(lr_at, cycle_steps=p["cycle_steps"], lr_max=lr, lr_min=lr_min),
+    warmup_steps = round(warmup * p["cycle_steps"]) if 0 < warmup < 1 else int(warmup)
+    if lr_schedule == "linear":
+        lr_fn = functools.partial(warmup_linear_lr, total_steps=p["total_steps"], warmup_steps=warmup_steps,
+                                  lr_max=lr, lr_min=lr_min)
+    elif warmup_steps > 0:
+        lr_fn = functools.partial(cyclic_warmup_lr, cycle_steps=p["cycle_steps"], warmup_steps=warmup_steps,
+                                  lr_max=lr, lr_min=lr_min)
+    else:
+        lr_fn = functools.partial(lr_at, cycle_steps=p["cycle_steps"], lr_max=lr, lr_min=lr_min)
+    return Plan(p["total_steps"], steps_per_epoch, p["cycle_steps"], p["prune_steps"], lr_fn,
                 functools.partial(sparsity_at, target=target, start_step=p["start_step"], end_step=p["end_step"],
                                   initial=initial_sparsity))
 

@@ -138,7 +138,7 @@ def main(argv=None) -> int:
     p.add_argument("--max_length", type=int, default=0, help="tokens per row (default: the task's GMP* recipe)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--predictions", default="", help="also write each example's prediction and score here (JSON "
-                                                     "Lines, as a run's predictions.jsonl)")
+                                                     "Lines, as a run's predictions.jsonl.gz; gzip-compressed if the name ends in .gz)")
     prune.quiet_libraries()
     try:
         args = p.parse_args(argv)
@@ -162,7 +162,8 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     model = model.to(device).eval()
     defaults = prune.recipe_defaults(args.task, "gmp_star")
-    evals = {s: (prune.encode(args.task, ds, tokenizer, args.max_length or defaults["max_length"],
+    length = min(args.max_length or defaults["max_length"], prune.usable_positions(config))
+    evals = {s: (prune.encode(args.task, ds, tokenizer, length,
                               defaults.get("doc_stride")), ds) for s, ds in splits.items()}
     enc = next(iter(evals.values()))[0]   # CSR where it is faster at this evaluation's tokens per batch
     tokens = int(args.batch_size * np.mean(enc["lengths"]) * (enc["lengths"].shape[1] if enc["lengths"].ndim > 1 else 1))
