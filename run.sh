@@ -28,21 +28,43 @@
 # students on a multiple-choice task whose finished teacher is at chance; run: run them anyway); SMOKE_ROWS
 # (smoke's training rows, default 2000), BENCH_CPU_MODELS (bench-cpu's models, default "minilm config:bert-base").
 set -euo pipefail
+CALLER=$(pwd -P)
+for var in RUNS DATA MINI_MODEL; do   # a relative path means the caller's folder, not this repository's
+  if [ -n "${!var:-}" ] && [[ ${!var} != /* ]] && { [ "$var" != MINI_MODEL ] || [ -e "${!var}" ]; }; then
+    printf -v "$var" '%s' "$CALLER/${!var}"
+  fi
+done
+if [ -n "${DATA:-}" ] && [ ! -d "$DATA" ]; then
+  echo "run.sh: DATA=$DATA is not a folder (a folder of glue/<task>, commonsense_qa, winogrande, squad)" >&2; exit 2
+fi
 cd "$(dirname "$0")"
+RUNS_SET=${RUNS:-}
 RUNS=${RUNS:-runs}
 USER_SEEDS=${SEEDS:-}
 MODE=run   # run | dry (print runs and costs) | jobs (print commands)
 
 setup() {
-  # Install only what is missing, and say what.
+  # The default .venv gets the pinned stack of constraints.txt (the versions the README's figures were measured
+  # on), installed or corrected as needed; UPGRADE=1 uses .venv-upgrade with the newest releases instead.
+  # PYTHON=... is the user's interpreter: only what is missing is installed there.
+  local pins=() venv=.venv
+  if [ "${UPGRADE:-0}" = 1 ]; then venv=.venv-upgrade; RUNS=${RUNS_SET:-runs-upgrade}; fi
   if [ -z "${PYTHON:-}" ]; then
-    if [ ! -x .venv/bin/python ]; then
-      echo "run.sh: creating .venv (python3 -m venv)" >&2
-      python3 -m venv .venv
+    if [ ! -x $venv/bin/python ]; then
+      echo "run.sh: creating $venv (python3 -m venv)" >&2
+      python3 -m venv $venv
     fi
-    PYTHON=.venv/bin/python
+    PYTHON=$venv/bin/python
+    [ "${UPGRADE:-0}" = 1 ] || pins=(-c constraints.txt)
   fi
-  if ! "$PYTHON" -c "import torch, transformers, datasets, numpy, pytest, matplotlib" 2>/dev/null; then
+  if [ "${UPGRADE:-0}" = 1 ] && [ -z "${UPGRADED:-}" ]; then
+    echo "run.sh: UPGRADE=1: installing the newest releases of requirements-dev.txt into $PYTHON" >&2
+    "$PYTHON" -m pip install -q -U -r requirements-dev.txt
+    export UPGRADED=1
+  elif [ ${#pins[@]} -gt 0 ] && ! "$PYTHON" tools/pins.py check constraints.txt; then
+    echo "run.sh: installing the pinned stack (constraints.txt) into $PYTHON" >&2
+    "$PYTHON" -m pip install -q -r requirements-dev.txt "${pins[@]}"
+  elif ! "$PYTHON" -c "import torch, transformers, datasets, numpy, pytest, matplotlib" 2>/dev/null; then
     echo "run.sh: installing requirements-dev.txt into $PYTHON: torch==2.13.0 (CPU wheel), transformers, datasets, numpy, pytest, matplotlib" >&2
     "$PYTHON" -m pip install -q -r requirements-dev.txt
   fi
@@ -82,6 +104,10 @@ smoke() {
   # The compressed model scored with its pruned linears in CSR where faster: the same accuracy as the run's.
   "$PYTHON" tools/infer.py --model "$out/gmp90/model" --task rotten_tomatoes --compressed --sparse --batch_size 1
   "$PYTHON" tools/report.py "$out"   # the table, each run's run.png (matplotlib) and model card
+  # The figures against the README's, measured on the pinned stack (results/smoke/expected.json); with
+  # UPGRADE=1 the difference is what moving the pins would change.
+  [ "$n" = 2000 ] && "$PYTHON" tools/pins.py smoke "$out" results/smoke/expected.json
+  return 0
 }
 
 tests() {
@@ -168,7 +194,7 @@ plan_ablations() {  # the paper's Tables 2-4, 10 epochs; the default value of ea
 # at small scale"). MiniLM-L6 where the paper used BERT-base and RoBERTa-large; the settings the paper does not
 # give for a model this small are in mini_flags. Ablations on CommonsenseQA (the SMC task) at 90%.
 
-MINI_TASKS="sst2 commonsense_qa winogrande squad mrpc stsb cola rte qnli mnli qqp"
+MINI_TASKS=${MINI_TASKS:-"sst2 commonsense_qa winogrande squad mrpc stsb cola rte qnli mnli qqp"}
 mini_seeds() { echo "${USER_SEEDS:-0}"; }
 mini_data() {  # the local folder of a task under DATA (SQuAD: the article split of its dev set, made on demand)
   case $1 in
@@ -242,8 +268,7 @@ plan_mini_students() {
         k=$((k + 1)); echo "mini/$task-smc-k$k-seed$seed|$(mini_args $task) --seed $seed --recipe smc --sparsity $s"
       done
       [ "$task" = commonsense_qa ] || continue
-      # Guidelines 1 and 2, Tables 2-5 (at 10 epochs; the default of each is a run above)
-      echo "mini/$task-s90-scope_all-seed$seed|$base --sparsity 0.9 --scope all"
+      # Guideline 2 and Table 3 (at 10 epochs; the default of each is a run above)
       echo "mini/$task-s97-e10-seed$seed|$base --sparsity 0.97 --epochs 10"
       for v in 3e-5 5e-5 8e-5; do for s in 0.9 0.97; do
         echo "mini/$task-s$(pct $s)-e10-lr$v-seed$seed|${base/$gmp/--lr $v} --sparsity $s --epochs 10"
@@ -253,11 +278,29 @@ plan_mini_students() {
   done
 }
 
-mini_kd_ablations() {  # TASK BASE: Tables 2, 4 and 5 at 90%: first step 0/30/50%, hardness 0.6/0.9, T 1/2/8.5
+mini_kd_ablations() {  # TASK BASE: the arms run on CSQA and the SQuAD split, each against GMP* at 90% (or 97%)
   local v
+  # Tables 2, 4, 5 at 90%: first step 0/30/50%, hardness 0.6/0.8/0.9, T 1/2/8.5
   for v in 0.0 0.3 0.5; do echo "mini/$1-s90-init$v-seed$seed|$2 --sparsity 0.9 --initial_sparsity $v"; done
-  for v in 0.6 0.9; do echo "mini/$1-s90-h$v-seed$seed|$2 --sparsity 0.9 --hardness $v"; done
+  for v in 0.6 0.8 0.9; do echo "mini/$1-s90-h$v-seed$seed|$2 --sparsity 0.9 --hardness $v"; done
   for v in 1 2 8.5; do echo "mini/$1-s90-T$v-seed$seed|$2 --sparsity 0.9 --temperature $v"; done
+  # Table 7: GMP* against Sanh et al.'s GMP (recipe sanh: its own LR, schedule and distillation), 10 epochs each;
+  # and GMP* at 90% for 30 epochs against 10
+  [ "$1" = squad ] && echo "mini/$1-s97-e10-seed$seed|$2 --sparsity 0.97 --epochs 10"
+  for s in 0.9 0.97; do
+    echo "mini/$1-sanh-s$(pct $s)-seed$seed|$(mini_args $1) --recipe sanh --teacher $RUNS/mini/teacher-$1/model --seed $seed --sparsity $s"
+  done
+  echo "mini/$1-s90-e30-seed$seed|$2 --sparsity 0.9 --epochs 30"
+  # Appendix B: one linear LR decay over the whole run, and a warmup at the start of every cycle (no gain)
+  echo "mini/$1-s90-lrlinear-seed$seed|$2 --sparsity 0.9 --lr_schedule linear"
+  echo "mini/$1-s90-warmup0.1-seed$seed|$2 --sparsity 0.9 --warmup 0.1"
+  # Guideline 1 as the paper tests it (SQuAD): the fine-tuned teacher pruned once to 40%, encoder alone against
+  # encoder, embeddings and head; no training, so one run stands for every seed
+  if [ "$1" = squad ] && [ "$seed" = "$(mini_seeds | awk '{print $1}')" ]; then
+    local one="--task squad --model $RUNS/mini/teacher-squad/model${DATA:+ --data_dir $(mini_data squad)} --recipe oneshot --sparsity 0.4"
+    echo "mini/squad-oneshot40-encoder-seed$seed|$one"
+    echo "mini/squad-oneshot40-all-seed$seed|$one --scope all"
+  fi
 }
 
 # ---------------------------------------------------------------------------------------------------------
@@ -277,22 +320,23 @@ run_plan() {
     return
   fi
   if [ $MODE = jobs ]; then  # one self-contained command per unfinished run, and the teacher it needs
-    local here py needs runs task guard
+    local here py needs runs task guard unguard
     here=$(pwd -P); py=$(command -v "$PYTHON")   # absolute paths: the command runs the same from anywhere
     [[ $py == /* ]] || py=$here/$py
     runs=$(realpath -m "$RUNS")
     for line in "${lines[@]}"; do
       name=${line%%|*}; args=${line#*|}; out=$runs/$name
       [ -f "$out/results.json" ] && continue
-      args=${args//"--teacher $RUNS/"/"--teacher $runs/"}
-      needs=$(sed -n 's/.*--teacher \([^ ]*\).*/  # needs \1/p' <<< "$args")
+      args=${args//"--teacher $RUNS/"/"--teacher $runs/"}; args=${args//"--model $RUNS/"/"--model $runs/"}
+      needs=$(sed -n -e 's/.*--teacher \([^ ]*\).*/  # needs \1/p' -e 's/.*--model \([^ ]*\) .*--recipe oneshot.*/  # needs \1/p' <<< "$args")
       guard=""   # mini's at-chance rule, asked when the job runs (its teacher may not be finished when listed)
       task=$(sed -n 's/.*--task \([^ ]*\).*/\1/p' <<< "$args")
       if [[ $name == mini/* && $name != mini/teacher-* && " commonsense_qa winogrande " == *" $task "* \
             && ${MINI_AT_CHANCE:-skip} != run ]]; then
         guard="if $py tools/report.py $runs/mini --at-chance $task; then echo \"run.sh: $name skipped: the $task teacher is at chance\"; elif [ \$? -eq 1 ]; then "
+        unguard="; else echo \"run.sh: $name not run: the $task teacher is not finished\" >&2; exit 2; fi"
       fi
-      echo "cd $here && ${guard}mkdir -p $(dirname "$out") && $py prune.py $args --out $out >> $out.log 2>&1${guard:+; fi}$needs"
+      echo "cd $here && ${guard}mkdir -p $(dirname "$out") && $py prune.py $args --out $out >> $out.log 2>&1${guard:+$unguard}$needs"
     done
     return
   fi
