@@ -142,7 +142,7 @@ def make_plan(cfg: dict, steps_per_epoch: int) -> schedule.Plan:
     window = (cfg["prune_start"], cfg["prune_end"], cfg["prune_every"]) if "prune_every" in cfg else None
     plan = schedule.linear_plan(target=cfg["sparsity"], total_steps=total, steps_per_epoch=steps_per_epoch,
                                 warmup_steps=warmup, lr=cfg["lr"], lr_min=cfg["lr_min"], prune_window=window)
-    if cfg["sparsity"] > 0 and not plan.prune_steps:
+    if cfg["sparsity"] > 0 and total > 0 and not plan.prune_steps:
         raise UsageError(f"no pruning step falls inside the window of {total} steps (prune_every "
                          f"{cfg['prune_every']}); give more --max_steps or a smaller --prune_every")
     return plan
@@ -1823,8 +1823,8 @@ def main(argv=None) -> int:
     except (UsageError, TrainingError, FolderBusy, Interrupted) as e:   # one line: prune.py: error|stopped|busy|interrupted: ...
         print(f"prune.py: {e.word}: {e}", file=sys.stderr)
         return e.status
-    print(json.dumps({k: results[k] for k in ("task", "sparsity_target", "encoder_sparsity", "embeddings_sparsity",
-                                              "head_sparsity", "metrics", "teacher_metrics", "wall_time_s")}))
+    print(json.dumps({k: results.get(k) for k in ("task", "sparsity_target", "encoder_sparsity", "embeddings_sparsity",
+                                                  "head_sparsity", "metrics", "teacher_metrics", "wall_time_s")}))
     return 0
 
 

@@ -23,13 +23,13 @@ TRAIN_ROWS = {"squad": 88_641, "mnli": 392_702, "qqp": 363_846, "sst2": 67_349, 
               "stsb": 5_749, "qnli": 104_743, "rte": 2_490, "wnli": 635, "commonsense_qa": 9_741,
               "winogrande": 40_398}
 SQUAD_FEATURES_PER_QUESTION = 88_641 / 87_599
-# Milliseconds per optimizer step, measured (tools/bench.py step, on_gmp; results/h200/2026-11-29-5157fe9):
+# Milliseconds per optimizer step, measured (tools/bench.py step, on_gmp; results/h200/HISTORY.md, 2026-11-29-5157fe9):
 # BERT-base 32 x 128 (GLUE; the mean of three runs, an upper bound: GLUE batches are padded to their longest
 # row), 16 x 384 (SQuAD), RoBERTa-large 16 x 5 x 80 (CSQA, as 80 rows of 80 tokens). WinoGrande's 16 x 2 x 80 is
 # scaled from CSQA by rows (2/5), not measured.
 STEP_MS = {"glue": 12.50, "squad": 17.65, "commonsense_qa": 47.69, "winogrande": 47.69 * 2 / 5}
 # Seconds of training a checkpoint costs (weights, AdamW's moments, bool masks), written synchronously:
-# BERT-base 1.9 (five checkpoints of a 10,000-row run took 9.50 s; results/h200/2026-11-29-f681ae6/call2);
+# BERT-base 1.9 (five checkpoints of a 10,000-row run took 9.50 s; results/h200/HISTORY.md, 2026-11-29-f681ae6);
 # RoBERTa-large scaled by parameters (355M / 110M), not measured.
 CHECKPOINT_S = {"bert-base": 1.9, "roberta-large": 1.9 * 355 / 110}
 # MiniLM-L6 whole runs on one H200 (bash run.sh mini, JOBS_PER_GPU 3-4; results/mini/): per task, the training
@@ -70,6 +70,8 @@ def estimate(args: list) -> tuple:
     rows = train_rows(task, cfg["data_dir"])
     if cfg["max_train_samples"]:
         rows = min(rows, cfg["max_train_samples"])
+    if cfg["recipe"] == "oneshot":   # no training: the model loaded, pruned once and evaluated (about a minute)
+        return 0, 1 / 60
     plan = prune.make_plan(cfg, rows // (cfg["batch_size"] * cfg["grad_accum"]))
     samples = plan.total_steps * cfg["batch_size"] * cfg["grad_accum"]
     family = model_family(cfg["model"])
@@ -81,7 +83,7 @@ def estimate(args: list) -> tuple:
     train_s = plan.total_steps * ms / 1e3
     timer = (int(train_s / (60 * cfg["checkpoint_minutes"])) if cfg["checkpoint_minutes"] > 0
              else plan.total_steps // cfg["log_every"])   # 0: a checkpoint at every logged step
-    checkpoints = math.ceil(plan.total_steps / plan.cycle_steps) + timer
+    checkpoints = math.ceil(plan.total_steps / max(1, plan.cycle_steps)) + timer
     ckpt_s = CHECKPOINT_S["roberta-large" if family == "roberta-large" else "bert-base"]
     return plan.total_steps, (train_s + checkpoints * ckpt_s) / 3600
 
