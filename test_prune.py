@@ -28,6 +28,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import folders
 import kd
 import prune
 import schedule
@@ -1736,7 +1737,7 @@ def test_a_failed_checkpoint_write_stops_the_run_with_one_line(tmp_path, monkeyp
         if path.name.startswith("checkpoint-"):
             raise OSError(28, "No space left on device")
         real(obj, path)
-    monkeypatch.setattr(prune, "atomic_save", full_disk)
+    monkeypatch.setattr(folders, "atomic_save", full_disk)
     cfg = run_cfg(tmp_path, data_dir=sst2_dir, model=str(tiny), sparsity=0.8, epochs=6, hardness=0.0)
     with pytest.raises(prune.TrainingError, match="writing a checkpoint failed: OSError: .*No space left.*none"):
         prune.run(cfg, log=quiet)
@@ -2113,7 +2114,7 @@ def test_a_symbolic_link_to_a_run_folder_is_the_same_folder_to_the_lock(tmp_path
 def test_a_lock_the_filesystem_refuses_is_one_line_and_prune_no_lock_is_the_way_around(tmp_path, monkeypatch):
     def refuse(f, op):
         raise OSError(errno.ENOLCK, "No locks available")
-    monkeypatch.setattr(prune.fcntl, "flock", refuse)
+    monkeypatch.setattr(folders.fcntl, "flock", refuse)
     with pytest.raises(prune.UsageError, match=r"cannot lock .*No locks available.*PRUNE_NO_LOCK=1"):
         prune.lock_run_folder(tmp_path / "run")
     monkeypatch.setenv("PRUNE_NO_LOCK", "1")
