@@ -638,8 +638,8 @@ class Monitor:
 
 
 # ==========================================================================================================
-# Plumbing from here on. Configuration: run settings, recipe, task overrides and flags, checked before
-# anything is loaded.
+# 8. The configuration: run settings < the recipe < the task's changes < the flags, every one checked before
+#    anything is loaded. It decides what a run computes (config.json and results.json record it).
 
 RUN_DEFAULTS = dict(task="rotten_tomatoes", model="", teacher="", sparsity=0.0, recipe="gmp_star", out="",
                     seed=0, overwrite=False, data_dir="", max_train_samples=0, max_eval_samples=0,
@@ -739,8 +739,10 @@ def check_phases(cfg: dict) -> None:
         raise UsageError(str(e)) from None
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Evaluation: a model's outputs over a split, in row order, and the task's metrics (tasks.py defines them).
+# ==========================================================================================================
+# 9. Evaluation and the end of a run: a model's outputs over a split in row order, the task's metrics (tasks.py),
+#    the data a run trains on, the measured sparsity, and finish (the sparsity check, the saved model,
+#    predictions.jsonl.gz, results.json).
 
 @torch.no_grad()
 def predict(model: nn.Module, enc: dict, kind: str, device: torch.device, batch_size: int) -> torch.Tensor:
@@ -772,10 +774,6 @@ def evaluate(model: nn.Module, task: str, evals: dict, device: torch.device, bat
             examples += example_rows(task, out, enc, ds, split)
     return (metrics, examples) if rows else metrics
 
-
-# ----------------------------------------------------------------------------------------------------------
-# A run's inputs and outputs (section 7 calls these): the fast path's module, the encoded data, the measured
-# sparsity, and the end of a run (the sparsity check, the saved model, predictions.jsonl.gz, results.json).
 
 def fast_path():
     """tools/fast.py, the CUDA fast path (--fast on); a clear error if prune.py was copied without it."""
@@ -851,8 +849,8 @@ def finish(cfg, out, model, data, step, plan, teacher, timing, device, t_start) 
     return results
 
 
-# ----------------------------------------------------------------------------------------------------------
-# The command line: every run setting and recipe field is a --flag; an unset flag keeps the recipe's value.
+# ==========================================================================================================
+# Plumbing: the command line: every run setting and recipe field is a --flag; an unset flag keeps the recipe's value.
 
 FLAGS = {  # name: (group, help)
     "task": ("run", f"the task: {', '.join(TASKS)}"),
