@@ -111,7 +111,7 @@ smoke() {
 }
 
 tests() {
-  HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 "$PYTHON" -m pytest -q test_prune.py "$@"
+  HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 "$PYTHON" -m pytest -q test_prune.py tests "$@"
 }
 
 # ---------------------------------------------------------------------------------------------------------
