@@ -549,6 +549,8 @@ README_COMMANDS = {
     "bash run.sh mini": "test_mini_plans_teachers_the_grid_figure_1_and_ablations_on_the_tasks_with_data",
     "DATA=FOLDER MINI_MODEL=FOLDER bash run.sh mini": "test_mini_plans_the_squad_ablations_the_winogrande_sweep_and_three_seeds",
     'SEEDS="0 1 2" bash run.sh mini': "test_mini_plans_the_squad_ablations_the_winogrande_sweep_and_three_seeds",
+    'DATA=FOLDER MINI_MODEL=FOLDER SEEDS="0 1 2" bash run.sh mini':
+        "test_mini_plans_the_squad_ablations_the_winogrande_sweep_and_three_seeds",
     "python tools/report.py results/mini --claims results/mini/claims.md --readme README.md":
         "test_the_readmes_headline_is_claims_mds_tested_rows",
     "UPGRADE=1 bash run.sh smoke": "test_upgrade_installs_the_newest_releases_apart_and_compares_with_the_pins",
@@ -743,6 +745,20 @@ def _wait_for(predicate, timeout: float, what: str) -> None:
     while not predicate():
         assert time.time() < end, f"timed out waiting for {what}"
         time.sleep(1)
+
+
+def _wait_while_progressing(predicate, watched, idle: float, what: str) -> None:
+    """Wait for predicate as long as the work shows progress: fail only when none of the watched files (logs) has
+    grown for `idle` seconds, so a loaded machine gets the time it needs and a stuck job still fails."""
+    def size() -> int:
+        return sum(Path(f).stat().st_size for f in watched() if Path(f).exists())
+    last, since = size(), time.time()
+    while not predicate():
+        now = size()
+        if now != last:
+            last, since = now, time.time()
+        assert time.time() - since < idle, f"no progress for {idle:.0f} s waiting for {what}"
+        time.sleep(2)
 
 
 __all__ = [n for n in dir() if not n.startswith("__")]

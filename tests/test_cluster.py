@@ -47,17 +47,22 @@ def test_the_readmes_cluster_flow_on_a_real_slurm(tmp_path, tiny):
         assert len(names) == 2 and all(n.startswith(str(tmp_path / "runs" / "mini")) for n in names)
         assert _job_field(env, f"{s}_2", "JobState") == "PENDING"       # waiting for the teacher
         teacher = tmp_path / "runs" / "mini" / "teacher-sst2" / "results.json"
-        _wait_for(teacher.exists, 300, "the teacher")
+        _wait_while_progressing(teacher.exists, lambda: [teacher.parent.with_suffix(".log"), teacher.parent / "log.jsonl",
+                                                         *submit.glob("slurm-*.out")], 600, "the teacher")
         # index 2 is 80%, index 3 is 90%: requeue one mid-training, signal the other as at its time limit
         for i, stop in ((2, ["scontrol", "requeue", f"{s}_2"]), (3, ["scancel", "--signal=USR1", "--batch", f"{s}_3"])):
             log = Path(names[i - 2]) / "log.jsonl"
-            _wait_for(lambda: log.exists() and log.read_text().strip(), 300, f"training of {i}")
+            _wait_while_progressing(lambda: log.exists() and log.read_text().strip(),
+                                    lambda: [Path(names[i - 2] + ".log"), *submit.glob("slurm-*.out")], 600,
+                                    f"training of {i}")
             _slurm(env, *stop)
             _wait_for(lambda: (_job_field(env, f"{s}_{i}", "Restarts"), _job_field(env, f"{s}_{i}", "Reason")) ==
                       ("1", "BeginTime"), 120, f"the requeue of {i}")       # requeued and its last start ended
             _slurm(env, "scontrol", "update", f"jobid={s}_{i}", "StartTime=now")   # not in 120 s: now
         finished = [Path(n) / "results.json" for n in names]
-        _wait_for(lambda: all(f.exists() for f in finished), 600, "the students")
+        logs = lambda: [Path(n + ".log") for n in names] + [Path(n) / "log.jsonl" for n in names] + list(  # noqa: E731
+            submit.glob("slurm-*.out"))
+        _wait_while_progressing(lambda: all(f.exists() for f in finished), logs, 600, "the students")
         _wait_for(lambda: _job_field(env, twin, "JobState") == "COMPLETED", 120, "the waiting twin")
         assert _job_field(env, twin, "ExitCode") == "0:0"
         for i in (2, 3):
@@ -79,3 +84,4 @@ def test_the_readmes_cluster_flow_on_a_real_slurm(tmp_path, tiny):
     finally:
         subprocess.run(["scancel", "--user=root"], env=env, capture_output=True)
         subprocess.run(["bash", str(HERE / "tools" / "local_slurm.sh"), "down", str(slurm_dir)], capture_output=True)
+        shutil.rmtree(slurm_dir, ignore_errors=True)                   # nothing left in /tmp
