@@ -513,19 +513,23 @@ def claims_markdown(results: list, figure: str = "") -> str:
     return "\n".join(md)
 
 
-def headline(claims_md: str, rows: int = 10) -> str:
-    """The README's headline: the first `rows` tested rows of claims.md's table, as claims.md has them, in five
-    columns (the claim, the paper's numbers, ours, our difference, the verdict)."""
+def headline(claims_md: str, rows: int = 12) -> str:
+    """The README's headline: claims.md's tested rows, one line per claim (at most `rows`), the paper's numbers and
+    our difference and verdict on each task, as claims.md has them."""
     lines = claims_md.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("| claim |"))
-    out = ["| claim | paper | ours | difference | verdict |", "|---|---|---|---|---|"]
+    tasks = {"commonsense_qa": "CSQA", "squad": "SQuAD split"}
+    claims = {}
     for line in lines[start + 2:]:
-        cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
-        if not line.startswith("|") or len(out) - 2 == rows:
+        if not line.startswith("|"):
             break
+        cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+        claim, task = re.fullmatch(r"(.*) \((\w+)\)", cells[0]).groups()
         if cells[-1].startswith("**"):
-            claim = cells[0].replace("(commonsense_qa)", "(CSQA)").replace("(squad)", "(SQuAD split)")
-            out.append(f"| {claim} | {cells[2]} | {cells[3]} | {cells[4]} | {cells[-1]} |")
+            claims.setdefault(claim, {"paper": cells[2]})[task] = f"{cells[4]} {cells[-1]}"
+    out = ["| claim | paper | " + " | ".join(tasks.values()) + " |", "|---|---|---|---|"]
+    for claim, c in list(claims.items())[:rows]:
+        out.append(f"| {claim} | {c['paper']} | " + " | ".join(c.get(t, "") for t in tasks) + " |")
     return "\n".join(out)
 
 
