@@ -11,6 +11,7 @@ import itertools
 import json
 import math
 import errno
+import hashlib
 import os
 import re
 import shutil

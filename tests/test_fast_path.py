@@ -1,5 +1,5 @@
-"""The CUDA-graph fast path (tools/fast.py): parity with the reference Step, resume and signals on the GPU. Skipped
-where no GPU is (CI has none)."""
+"""The CUDA-graph fast path (tools/fast.py): parity with the reference Step, resume and signals on the GPU, and
+deterministic GPU runs. Skipped where no GPU is (CI has none)."""
 from tests.helpers import *  # noqa: F401,F403 (imports, fixtures and helpers)
 
 
@@ -143,3 +143,22 @@ echo '{{}}' > "$out/results.json"
     assert len(list(runs.glob("*/results.json"))) == 6
     again = subprocess.run(["bash", str(HERE / "run.sh"), "squad"], capture_output=True, text=True, cwd=HERE, env=env)
     assert again.returncode == 0 and len((tmp_path / "gpus").read_text().split()) == 5   # nothing left to run
+
+
+@cuda
+def test_on_cuda_a_commonsense_qa_teacher_trained_twice_has_one_sha256(tmp_path):
+    """SDPA's cuDNN attention backward is not deterministic by default; with --deterministic on (the default) one
+    dense CommonsenseQA command run twice writes the same model.safetensors (the real MiniLM-L6 and CSQA train)."""
+    data = SHARED_DATA / "commonsense_qa"
+    if not (data / "train.jsonl").exists() and not (data / "train.jsonl.gz").exists():
+        pytest.skip("the shared CommonsenseQA files exist only in this workplace")
+    digests = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        r = _cli(["--task", "commonsense_qa", "--model", _minilm_path(), "--data_dir", str(data), "--recipe", "dense",
+                  "--lr", "5e-5", "--epochs", "1", "--max_train_samples", "2000", "--device", "cuda", "--out",
+                  str(out)], timeout=900)
+        assert r.returncode == 0, r.stderr[-2000:]
+        digests.append(hashlib.sha256((out / "model" / "model.safetensors").read_bytes()).hexdigest())
+        assert json.loads((out / "results.json").read_text())["deterministic"] is True
+    assert digests[0] == digests[1]

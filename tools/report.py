@@ -513,7 +513,7 @@ def claims_markdown(results: list, figure: str = "") -> str:
     return "\n".join(md)
 
 
-def headline(claims_md: str, rows: int = 12) -> str:
+def headline(claims_md: str, rows: int = 10) -> str:
     """The README's headline: claims.md's tested rows, one line per claim (at most `rows`), the paper's numbers and
     our difference and verdict on each task, as claims.md has them."""
     lines = claims_md.splitlines()
