@@ -13,13 +13,14 @@ import shutil
 import signal
 import socket
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from tasks import UsageError
+from tasks import first_line, UsageError
 
 
 class TrainingError(RuntimeError):
@@ -103,7 +104,7 @@ class Interrupted(RuntimeError):
     word, status = "interrupted", 4
 
 
-STOP_SIGNAL = {"name": None}   # set by the CLI's SIGTERM/SIGUSR1 handler, read by Monitor at each log line
+STOP_SIGNAL = {"name": None}   # set by the CLI's SIGTERM/SIGUSR1 handler, read by the run loop at each log line
 
 
 def stop_on_signals() -> None:
@@ -256,6 +257,75 @@ def open_log(path: Path, first_step: int):
                 if line.strip() and json.loads(line).get("step", 0) <= first_step]
         path.write_text("".join(line + "\n" for line in keep))
     return open(path, "a")
+
+
+class Meter:
+    """The run loop's counters and its log.jsonl: the mean loss between log lines and the first step whose loss is
+    not finite (both kept on the device and read only at log lines: no host synchronisation per step), samples and
+    times over the whole run (resumed segments included), checkpoints and the errors that name the last good one."""
+
+    def __init__(self, out: Path, device: torch.device, first_step: int, stats: dict, teacher_time: float):
+        self.out, self.first_step, self.file = out, first_step, open_log(out / "log.jsonl", first_step)
+        self.before = {**dict(samples=0, train_time_s=0.0, eval_time_s=0.0, teacher_time_s=0.0), **stats}
+        self.before["teacher_time_s"] += teacher_time
+        self.loss_sum = torch.zeros((), device=device)
+        self.first_bad = torch.full((), -1, dtype=torch.int64, device=device)
+        self.loss_count, self.samples, self.eval_time = 0, 0, 0.0
+        self.t0 = time.time()
+
+    def add(self, done: int, loss: torch.Tensor, samples: int) -> None:
+        self.loss_sum += loss
+        self.first_bad = torch.where(torch.isfinite(self.loss_sum) | (self.first_bad >= 0), self.first_bad,
+                                     torch.full_like(self.first_bad, done - 1))
+        self.loss_count += 1
+        self.samples += samples
+
+    def nonfinite_step(self) -> int:
+        """The first step whose loss was not finite, -1 if none."""
+        return int(self.first_bad)
+
+    def mean_loss(self) -> float:
+        """The mean loss since the last log line; starts the next mean."""
+        loss = float(self.loss_sum) / self.loss_count
+        self.loss_sum.zero_()
+        self.loss_count = 0
+        return loss
+
+    def totals(self) -> dict:
+        """Counters over the whole run, resumed segments included."""
+        return {"samples": self.before["samples"] + self.samples,
+                "eval_time_s": self.before["eval_time_s"] + self.eval_time,
+                "train_time_s": self.before["train_time_s"] + time.time() - self.t0 - self.eval_time,
+                "teacher_time_s": self.before["teacher_time_s"]}
+
+    def timed(self, fn, *args):
+        """fn(*args), its time counted as evaluation, not training."""
+        t0 = time.time()
+        result = fn(*args)
+        self.eval_time += time.time() - t0
+        return result
+
+    def write(self, entry: dict, total_steps: int, log) -> None:
+        """The log line: into log.jsonl and, with this process's ETA, to the console."""
+        self.file.write(json.dumps(entry) + "\n")
+        self.file.flush()
+        done = entry["step"]
+        eta = (time.time() - self.t0) / max(1, done - self.first_step) * (total_steps - done)   # this process's pace
+        log(f"step {done}/{total_steps} epoch {entry['epoch']:.2f} lr {entry['lr']:.2e} sparsity "
+            f"{entry['sparsity']:.3f} loss {entry['loss']:.4f} {entry['samples_per_s']:.0f} samples/s eta "
+            f"{eta / 60:.1f} min" + "".join(f" | {k} {v:.4f}" for k, v in entry.get("eval", {}).items()))
+
+    def checkpoint(self, done: int, step, device: torch.device, keep: int) -> None:
+        try:
+            write_checkpoint(self.out, checkpoint_state(done, step, self.totals(), device), keep)
+        except OSError as e:
+            raise self.error(f"writing a checkpoint failed: {e.__class__.__name__}: {first_line(e)}") from None
+
+    def error(self, why: str) -> TrainingError:
+        return TrainingError(f"{why}; last good checkpoint: {latest_checkpoint(self.out) or 'none'}")
+
+    def close(self) -> None:
+        self.file.close()
 
 
 

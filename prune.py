@@ -34,7 +34,7 @@ import kd
 import schedule
 from folders import (  # noqa: F401 (re-exported: prune.OPERATIONAL, ... as before the split)
     atomic_save, check_out_dir, checkpoint_state, claim_out_dir, config_hash, FolderBusy, Interrupted,
-    latest_checkpoint, load_checkpoint, load_optimizer_state, lock_run_folder, open_log, OPERATIONAL, read_json,
+    latest_checkpoint, load_checkpoint, load_optimizer_state, lock_run_folder, Meter, open_log, OPERATIONAL, read_json,
     save_compressed, save_model, stack_versions, stop_on_signals, STOP_SIGNAL, TrainingError, unlock_unclaimed,
     weights_sha256, write_checkpoint, write_json, write_jsonl)
 from tasks import (  # noqa: F401 (re-exported: prune.MINILM_HUB, ... as before the split)
@@ -333,20 +333,18 @@ def make_step(model: nn.Module, *, kind: str, scope: str, pruned: bool, lr: floa
                 bf16=bf16)
 
 
-def train(step: "Step", plan: "Plan", batches: Callable[[int], list], *, criterion: str, first_step: int = 0,
-          after_step: Callable = None) -> None:
+def train(step: "Step", plan: "Plan", batches: Callable[[int], list], *, criterion: str, first_step: int = 0) -> None:
     """GMP* (Kurtic et al. 2024, Appendix A), from first_step to the end of the plan: at each pruning step the
     masks are recomputed at the plan's sparsity, each step runs at the plan's LR. batches(t) gives the
-    micro-batches of step t; after_step(t + 1, loss) logs, evaluates and checkpoints (the run's plumbing)."""
+    micro-batches of step t. A run's loop (run_loop, section 7) is this loop with its log lines."""
     prune_steps = set(plan.prune_steps)
     for t in range(first_step, plan.total_steps):
         if t in prune_steps:
             prune(step.weights, step.masks, plan.sparsity_at(t), criterion, step.optimizer)
         step.set_lr(plan.lr_at(t))
-        loss = sum(step.micro(b) for b in batches(t))
+        for b in batches(t):
+            step.micro(b)
         step.update()
-        if after_step is not None:
-            after_step(t + 1, loss)
 
 
 def batch_source(enc: dict, *, batch_size: int, grad_accum: int, seed: int, steps_per_epoch: int, multiple: int,
@@ -407,8 +405,9 @@ def to_device(batch: dict, device: torch.device) -> dict:
 # ==========================================================================================================
 # 7. A run, wired: a checked config becomes the plan, the step and the teacher's cached logits (row i of the
 #    cache is training row i: [rows, classes], or [rows, 2, positions] for QA, read by student_loss through
-#    batch["rows"]), then section 6's loop runs with Monitor (logs, evaluation at every cycle end, checkpoints).
-#    What it calls below this section only moves bytes: data, models, the run folder, checkpoints, files.
+#    batch["rows"]), then the run's loop: section 6's train written out with its log lines, evaluations at every
+#    cycle end and checkpoints. What it calls below this section only moves bytes: data, models, the run folder
+#    (folders.Meter: the loop's counters, log.jsonl and checkpoints), files.
 
 def run(cfg: dict, log: Callable = print) -> dict:
     """A full run from a resolved config (resolve_config); returns results.json's content. The run folder is
@@ -462,16 +461,56 @@ def _run(cfg: dict, log: Callable) -> dict:
         log(f"resumed {out} at step {first_step}")
     if fast:
         step = fast.GraphedStep(step, device)
-    monitor = Monitor(cfg, out, plan, step, data.evals, device, first_step, stats, teacher.time_s, log)
     log(f"{cfg['task']}: {len(data.train['lengths'])} train rows, {steps_per_epoch} steps/epoch, {plan.total_steps} "
         f"steps, target sparsity {cfg['sparsity']}, {len(plan.prune_steps)} pruning steps, device {device}"
         f"{' (CUDA graphs)' if fast else ''}")
     batches = batch_source(data.train, batch_size=cfg["batch_size"], grad_accum=cfg["grad_accum"], seed=cfg["seed"],
                            steps_per_epoch=steps_per_epoch, multiple=fast.GraphedStep.pad_multiple if fast else 8,
                            device=device)
-    train(step, plan, batches, criterion=cfg.get("criterion", "global"), first_step=first_step, after_step=monitor)
-    monitor.close()
-    return finish(cfg, out, model, data, step, plan, teacher, monitor.totals(), device, t_start)
+    meter = Meter(out, device, first_step, stats, teacher.time_s)
+    run_loop(cfg, step, plan, batches, data.evals, device, meter, first_step, log)
+    meter.close()
+    return finish(cfg, out, model, data, step, plan, teacher, meter.totals(), device, t_start)
+
+
+def run_loop(cfg: dict, step: Step, plan, batches: Callable, evals: dict, device: torch.device, meter: Meter,
+             first_step: int, log: Callable) -> None:
+    """The run's loop, top to bottom: section 6's train (prune at the plan's steps, the plan's LR, the loss
+    forward and backward, masked_update), then every log_every steps a log line, at each cycle end an
+    evaluation, a checkpoint at cycle ends, every checkpoint_minutes and on a scheduler's signal (then exit 4).
+    On the fast path step.micro and step.update replay CUDA graphs (tools/fast.py)."""
+    prune_steps, criterion, last_checkpoint = set(plan.prune_steps), cfg.get("criterion", "global"), time.time()
+    for t in range(first_step, plan.total_steps):
+        if t in prune_steps:
+            prune(step.weights, step.masks, plan.sparsity_at(t), criterion, step.optimizer)  # cubic, from 70%
+        step.set_lr(plan.lr_at(t))                            # 1e-4 -> 1e-6, rewound every cycle
+        loss = sum(step.micro(b) for b in batches(t))         # student_loss (section 5): forward and backward
+        step.update()                                         # masked_update (section 4)
+        done = t + 1
+        meter.add(done, loss, cfg["batch_size"] * cfg["grad_accum"])
+        cycle_end = done % plan.cycle_steps == 0 or done == plan.total_steps
+        if done % cfg["log_every"] and not cycle_end:
+            continue
+        if meter.nonfinite_step() >= 0:
+            raise meter.error(f"non-finite loss at step {meter.nonfinite_step()}; stopped before writing anything "
+                              "from it")
+        so_far = meter.totals()
+        entry = {"step": done, "epoch": round(done / plan.steps_per_epoch, 3), "lr": plan.lr_at(done - 1),
+                 "sparsity": sparsity_of(step.masks.values()), "loss": meter.mean_loss(),
+                 "samples_per_s": so_far["samples"] / max(so_far["train_time_s"], 1e-9)}
+        if cycle_end:
+            entry["eval"] = meter.timed(evaluate, step.model, cfg["task"], evals, device, cfg["eval_batch_size"])
+        meter.write(entry, plan.total_steps, log)
+        stopping = STOP_SIGNAL["name"]
+        if cycle_end or stopping or time.time() - last_checkpoint > 60 * cfg["checkpoint_minutes"]:
+            moved = pruned_nonzero(step.model, step.masks)    # the invariant of the masked update, checked cheaply
+            if moved:
+                raise meter.error(f"{moved} pruned weights are not zero at step {done}")
+            meter.checkpoint(done, step, device, cfg["keep_checkpoints"])
+            last_checkpoint = time.time()
+        if stopping and done < plan.total_steps:
+            raise Interrupted(f"{stopping} at step {done}/{plan.total_steps}: checkpoint written; the same command "
+                              "resumes the run")
 
 
 def one_shot(cfg: dict, out: Path, model: nn.Module, data, plan, teacher, device: torch.device, t_start: float) -> dict:
@@ -500,6 +539,10 @@ def check_model(cfg: dict, model: nn.Module, data, device: torch.device) -> None
     if cfg["sparsity"] > 0 and not prunable(model, scope):
         raise UsageError(f"model '{cfg['model']}' ({model.__class__.__name__}) has no weight matrix to prune in scope "
                          f"'{scope}' (nn.Linear or kernel-1 nn.Conv1d in its layer stacks)")
+    grouped = [n for n, m in model.named_modules() if type(m).__name__ == "GroupedLinearLayer"]
+    if cfg["sparsity"] > 0 and grouped:   # ConvBERT's num_groups > 1: weights that are no nn.Linear
+        raise UsageError(f"model '{cfg['model']}' has grouped linear layers ({grouped[0]}, ...) that no mask reaches: "
+                         "the run would miss its target sparsity; take a checkpoint with num_groups 1")
     kind = TASKS[cfg["task"]]["kind"]
     batch = to_device(collate(data.train, make_batches(data.train["lengths"], cfg["batch_size"], shuffle=False)[0]),
                       device)
@@ -563,78 +606,6 @@ def teacher_peak(logits: torch.Tensor, enc: dict, temperatures: tuple = (1.0, 2.
         beyond = torch.arange(logits.shape[-1]) >= torch.as_tensor(enc["lengths"]).reshape(-1, 1, 1)
         logits = logits.masked_fill(beyond, -math.inf)
     return {f"{t:g}": float(kd.top_probability(logits, t)) for t in temperatures}
-
-
-class Monitor:
-    """after_step of the loop: the non-finite-loss watch (on the device, read at each log line: no host
-    synchronisation per step), log lines, evaluations at every cycle end, checkpoints."""
-
-    def __init__(self, cfg, out, plan, step, evals, device, first_step, stats, teacher_time, log):
-        self.cfg, self.out, self.plan, self.step, self.evals, self.device, self.log = cfg, out, plan, step, evals, device, log
-        self.first_step = first_step
-        self.file = open_log(out / "log.jsonl", first_step)
-        self.before = {**dict(samples=0, train_time_s=0.0, eval_time_s=0.0, teacher_time_s=0.0), **stats}
-        self.before["teacher_time_s"] += teacher_time
-        self.loss_sum = torch.zeros((), device=device)
-        self.first_bad = torch.full((), -1, dtype=torch.int64, device=device)
-        self.loss_count, self.samples, self.eval_time = 0, 0, 0.0
-        self.t0 = self.last_ckpt = time.time()
-
-    def totals(self) -> dict:
-        """Counters over the whole run, resumed segments included."""
-        return {"samples": self.before["samples"] + self.samples,
-                "eval_time_s": self.before["eval_time_s"] + self.eval_time,
-                "train_time_s": self.before["train_time_s"] + time.time() - self.t0 - self.eval_time,
-                "teacher_time_s": self.before["teacher_time_s"]}
-
-    def __call__(self, done: int, loss: torch.Tensor) -> None:
-        cfg, plan, step = self.cfg, self.plan, self.step
-        self.loss_sum += loss
-        self.first_bad = torch.where(torch.isfinite(self.loss_sum) | (self.first_bad >= 0), self.first_bad,
-                                     torch.full_like(self.first_bad, done - 1))
-        self.loss_count += 1
-        self.samples += cfg["batch_size"] * cfg["grad_accum"]
-        cycle_end = done % plan.cycle_steps == 0 or done == plan.total_steps
-        if done % cfg["log_every"] and not cycle_end:
-            return
-        if int(self.first_bad) >= 0:
-            raise self.stop(f"non-finite loss at step {int(self.first_bad)}; stopped before writing anything from it")
-        so_far = self.totals()
-        entry = {"step": done, "epoch": round(done / plan.steps_per_epoch, 3), "lr": plan.lr_at(done - 1),
-                 "sparsity": sparsity_of(step.masks.values()), "loss": float(self.loss_sum) / self.loss_count,
-                 "samples_per_s": so_far["samples"] / max(so_far["train_time_s"], 1e-9)}
-        if cycle_end:
-            t0 = time.time()
-            entry["eval"] = evaluate(step.model, cfg["task"], self.evals, self.device, cfg["eval_batch_size"])
-            self.eval_time += time.time() - t0
-        self.file.write(json.dumps(entry) + "\n")
-        self.file.flush()
-        eta = (time.time() - self.t0) / max(1, done - self.first_step) * (plan.total_steps - done)  # this process's pace
-        self.log(f"step {done}/{plan.total_steps} epoch {entry['epoch']:.2f} lr {entry['lr']:.2e} sparsity "
-                 f"{entry['sparsity']:.3f} loss {entry['loss']:.4f} {entry['samples_per_s']:.0f} samples/s eta "
-                 f"{eta / 60:.1f} min" + "".join(f" | {k} {v:.4f}" for k, v in entry.get("eval", {}).items()))
-        self.loss_sum.zero_()
-        self.loss_count = 0
-        stopping = STOP_SIGNAL["name"]
-        if cycle_end or stopping or time.time() - self.last_ckpt > 60 * cfg["checkpoint_minutes"]:
-            moved = pruned_nonzero(step.model, step.masks)  # the invariant of the masked update, checked cheaply
-            if moved:
-                raise self.stop(f"{moved} pruned weights are not zero at step {done}")
-            try:
-                write_checkpoint(self.out, checkpoint_state(done, step, self.totals(), self.device),
-                                 cfg["keep_checkpoints"])
-            except OSError as e:
-                raise self.stop(f"writing a checkpoint failed: {e.__class__.__name__}: {first_line(e)}") from None
-            self.last_ckpt = time.time()
-        if stopping and done < plan.total_steps:
-            raise Interrupted(f"{stopping} at step {done}/{plan.total_steps}: checkpoint written; the same command "
-                              "resumes the run")
-
-    def stop(self, why: str) -> "TrainingError":
-        return TrainingError(f"{why}; last good checkpoint: {latest_checkpoint(self.out) or 'none'}")
-
-    def close(self) -> None:
-        self.file.close()
 
 
 # ==========================================================================================================

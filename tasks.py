@@ -10,6 +10,7 @@ import bz2
 import collections
 import csv
 import importlib.util
+import io
 import json
 import math
 import re
@@ -36,22 +37,83 @@ def first_line(e: Exception) -> str:
 # ----------------------------------------------------------------------------------------------------------
 # Your own data files (run_glue's conventions).
 
+OWN_SUFFIXES = (".csv", ".json", ".jsonl")
+
+
 def read_file(path: str):
-    """A datasets.Dataset of a CSV or JSON (Lines) file; labels of two types in one JSON file refused by name."""
+    """A datasets.Dataset of a CSV or JSON Lines file (optionally gzipped), checked line by line first so that a
+    file datasets would choke on is refused in one line that names it: another format, not UTF-8, a byte-order mark,
+    a JSON array, a line that is no JSON object, a CSV row of another width, labels of two types."""
+    name = path[:-3] if path.endswith(".gz") else path
     if not Path(path).is_file() or Path(path).stat().st_size == 0:
         raise UsageError(f"{'missing' if not Path(path).is_file() else 'empty'} data file: {path}")
-    if not path.endswith((".csv", ".csv.gz")):
-        opener = __import__("gzip").open if path.endswith(".gz") else open
-        with opener(path, "rt") as f:
-            kinds = {type(json.loads(line).get("label")).__name__ for line in f if line.strip()}
-        if "str" in kinds and kinds & {"int", "float"}:
-            raise UsageError(f"{path}: mixed label types ({', '.join(sorted(kinds))}): give names or numbers")
+    if not name.endswith(OWN_SUFFIXES):
+        raise UsageError(f"{path}: own data is CSV (.csv) or JSON Lines (.json, .jsonl), each optionally .gz; for "
+                         "tab-separated or other files, convert them first")
+    with (__import__("gzip").open if path.endswith(".gz") else open)(path, "rb") as f:
+        raw = f.read()
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raise UsageError(f"{path} starts with a UTF-8 byte-order mark: save it as UTF-8 without one")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise UsageError(f"{path} is not UTF-8 (line {line}, byte {raw[e.start]:#04x}): save it as UTF-8") from None
+    if name.endswith(".csv"):
+        check_csv_rows(path, text)
+    else:
+        check_json_lines(path, text)
     ds = load_file(path)
     if len(ds) == 0:
         raise UsageError(f"empty data file: {path}")
     if "label" not in ds.column_names or len(ds.column_names) < 2:
         raise UsageError(f"{path} needs a label column and a text column (has: {', '.join(ds.column_names)})")
     return ds
+
+
+def check_csv_rows(path: str, text: str) -> None:
+    """Every CSV row as wide as the header; the line named counts the header as line 1."""
+    reader = csv.reader(io.StringIO(text))
+    width = len(next(reader))
+    for row in reader:
+        if row and len(row) != width:
+            raise UsageError(f"{path}: line {reader.line_num} has {len(row)} fields, the header {width}")
+
+
+def check_json_lines(path: str, text: str) -> None:
+    """One JSON object per line; labels all names or all numbers."""
+    if text.lstrip().startswith("["):
+        raise UsageError(f"{path} is a JSON array: write one JSON object per line (JSON Lines)")
+    kinds = set()
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UsageError(f"{path}: line {number} is not valid JSON ({e.msg}, column {e.colno})") from None
+        if not isinstance(row, dict):
+            raise UsageError(f"{path}: line {number} is not a JSON object")
+        kinds.add(type(row.get("label")).__name__)
+    if "str" in kinds and kinds & {"int", "float"}:
+        raise UsageError(f"{path}: mixed label types ({', '.join(sorted(kinds))}): give names or numbers")
+
+
+def check_text(ds, path: str, text: tuple) -> None:
+    """The text columns of own data hold text in every row (a pandas index or a number column is no text)."""
+    for column in (c for c in text if c):
+        values = ds[column]
+        bad = next((i for i, v in enumerate(values) if not isinstance(v, str)), None)
+        if bad is not None:
+            hint = ": it looks like a pandas index (save with index=False)" if re.fullmatch(r"Unnamed: \d+|", column) \
+                else ""
+            what = "has no text" if values[bad] is None else f"holds {type(values[bad]).__name__} {values[bad]!r}"
+            raise UsageError(f"{path}: row {bad} (line {line_of(path, bad)}) {what} in column '{column}'{hint}")
+
+
+def line_of(source: str, row: int) -> int:
+    """The file line of data row `row` (from 0): a CSV file's header is line 1."""
+    return row + (2 if str(source).endswith((".csv", ".csv.gz")) else 1)
 
 
 def load_file(path: str, split: str = "x"):
@@ -71,6 +133,7 @@ def files_task(train_file: str, validation_file: str) -> dict:
     columns = [c for c in train.column_names if c != "label"]
     text = ("sentence1", "sentence2") if {"sentence1", "sentence2"} <= set(columns) else \
         (columns[0], columns[1] if len(columns) > 1 else None)
+    check_text(train, train_file, text)
     values = [v for v in train["label"] if v is not None]
     if len(values) < len(train):
         raise UsageError(f"{train_file}: row {list(train['label']).index(None)} has no label")
@@ -181,6 +244,8 @@ def load_splits(task: str, data_dir: str = "", max_train: int = 0, max_eval: int
     elif task == "files":
         sources = {s: f for s, f in spec["files"].items() if s != "train" or not evaluation_only}
         splits = {s: label_ids(spec, read_file(f), f) for s, f in sources.items()}
+        for s, f in sources.items():
+            check_text(splits[s], f, spec["text"])
     elif data_dir:
         sources, splits = local_files(spec, data_dir, evaluation_only), {}
         for split, path in sources.items():   # one file at a time: each is checked against the task alone
@@ -217,7 +282,7 @@ def label_ids(spec: dict, ds, path: str):
     names = [str(v) for v in ds["label"]]
     unknown = next((i for i, n in enumerate(names) if n not in index), None)
     if unknown is not None:
-        raise UsageError(f"{path}: row {unknown} (line {unknown + 1}): label {names[unknown]!r} is not in the training "
+        raise UsageError(f"{path}: row {unknown} (line {line_of(path, unknown)}): label {names[unknown]!r} is not in the training "
                          f"file's labels {spec['labels']}")
     return ds.remove_columns("label").add_column("label", [index[n] for n in names])
 
@@ -257,7 +322,7 @@ def check_labels(spec: dict, ds, source: str, evaluation: bool = False) -> None:
         raise UsageError(f"{source}: no row has a usable label (row 0: {bad[0][1]}); a test split given as "
                          "validation? An evaluation split needs its labels")
     if bad:
-        raise UsageError(f"{source}: row {bad[0][0]} (line {bad[0][0] + 1}): {bad[0][1]}")
+        raise UsageError(f"{source}: row {bad[0][0]} (line {line_of(source, bad[0][0])}): {bad[0][1]}")
 
 
 def _pad(seqs: list, length: int, pad_id: int) -> np.ndarray:
@@ -581,16 +646,39 @@ def load_model(path: str, task: str, config=None) -> nn.Module:
         head = {"classification": "classification", "multiple_choice": "multiple-choice", "qa": "question-answering"}
         raise UsageError(f"model '{path}' ({config.model_type}) has no {head[spec['kind']]} head in transformers "
                          f"({cls.__name__}), which {task} needs")
+    load = dict(dtype=torch.float32, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs)
     try:
         try:
-            return cls.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa", **kwargs)
+            model, info = cls.from_pretrained(path, attn_implementation="sdpa", **load)
         except ValueError as sdpa_error:   # a family without SDPA: its eager attention, or the first error
             try:
-                return cls.from_pretrained(path, dtype=torch.float32, attn_implementation="eager", **kwargs)
+                model, info = cls.from_pretrained(path, attn_implementation="eager", **load)
             except (OSError, ValueError):
                 raise sdpa_error from None
     except (OSError, ValueError) as e:
         raise UsageError(f"cannot load model '{path}': {first_line(e)}") from None
+    mismatched = [k for k, *_ in info.get("mismatched_keys", ())]
+    prefix = getattr(model, "base_model_prefix", "")
+    if mismatched and all(prefix and not k.startswith(prefix + ".") for k in mismatched):
+        raise UsageError(f"model '{path}' has a {spec['kind']} head of {getattr(config, 'num_labels', '?')} labels and "
+                         f"task {task} has {kwargs.get('num_labels', '?')}: start from the encoder without that head "
+                         "(its base checkpoint)")
+    if mismatched:
+        raise UsageError(f"model '{path}': {len(mismatched)} weights of the checkpoint have another shape than its "
+                         f"config gives (first: {mismatched[0]})")
+    missing = encoder_weights_missing(model, info)
+    if missing:
+        raise UsageError(f"model '{path}' lacks {len(missing)} encoder weight{'s' * (len(missing) > 1)} (first: "
+                         f"{missing[0]}): they would start random; save the checkpoint with save_pretrained")
+    return model
+
+
+def encoder_weights_missing(model: nn.Module, info: dict) -> list:
+    """The weights from_pretrained did not find in the checkpoint, other than the task head and the pooler (which
+    a fine-tuning run trains from scratch): an encoder that would silently start from random weights."""
+    prefix = getattr(model, "base_model_prefix", "")
+    return sorted(k for k in info.get("missing_keys", ()) if (not prefix or k.startswith(prefix + "."))
+                  and ".pooler." not in f".{k}" and "pooler" not in k.split(".")[:2])
 
 
 def generic_labels(config) -> bool:

@@ -405,6 +405,22 @@ def test_the_pasted_prune_masked_update_step_and_train_give_the_modules_weights_
     assert sum(int((m == 0).sum()) for m in am.values()) == round(0.8 * sum(m.numel() for m in am.values()))
 
 
+def test_a_runs_loop_is_train_with_its_log_lines(tmp_path, tiny, tiny_teacher, sst2_dir, monkeypatch):
+    """run_loop (section 7) computes what the copy unit train (section 6) computes: the same run, its loop swapped
+    for train, ends at the same weights and masks bit for bit, with evaluations and checkpoints at every cycle."""
+    kw = dict(data_dir=sst2_dir, model=str(tiny), teacher=str(tiny_teacher), sparsity=0.8, epochs=4, base_epochs=1,
+              lr=1e-3, log_every=3)
+    prune.run(run_cfg(tmp_path, name="loop", **kw), log=quiet)
+
+    def train_only(cfg, step, plan, batches, evals, device, meter, first_step, log):
+        prune.train(step, plan, batches, criterion=cfg["criterion"], first_step=first_step)
+    monkeypatch.setattr(prune, "run_loop", train_only)
+    prune.run(run_cfg(tmp_path, name="train", **kw), log=quiet)
+    (_, w_a, m_a), (_, w_b, m_b) = _final_state(tmp_path / "loop"), _final_state(tmp_path / "train")
+    assert all(torch.equal(m_a[n], m_b[n]) for n in m_a) and all(torch.equal(w_a[k], w_b[k]) for k in w_a)
+    assert len([e for e in _log(tmp_path / "loop") if "eval" in e]) == 4 and not _log(tmp_path / "train")
+
+
 def test_the_readmes_own_loop_block_prunes_a_model_to_exactly_the_target(tiny):
     """The README's 'GMP* in your own loop' block, run as written on the tiny BERT: exactly round(0.9 n) zeros in
     its encoder linears, in place, and nothing else pruned."""

@@ -323,7 +323,7 @@ def test_a_cpu_run_enters_only_mapped_code_and_named_plumbing(tmp_path, tiny, ti
         for s, h in handlers.items():
             signal.signal(s, h)
     names = [c.co_name for c in last_stack]
-    assert names[0] == "masked_update" and names[-1] == "main" and "train" in names and "_run" in names
+    assert names[0] == "masked_update" and names[-1] == "main" and "run_loop" in names and "_run" in names
     assert [c.co_name for c in last_stack[:-1] if not mapped(c)] == []
     functions = {c for c in entered if not c.co_name.startswith("<")}          # comprehensions belong to their function
     assert sorted(f"{files[c.co_filename]}:{c.co_name}" for c in functions if not mapped(c) and not plumbing(c)) == []
@@ -331,6 +331,13 @@ def test_a_cpu_run_enters_only_mapped_code_and_named_plumbing(tmp_path, tiny, ti
         c.co_name for c in functions if mapped(c)}
     total = sum(b - a + 1 for rs in ranges.values() for a, b in rs)
     inside = sum(mapped(c) for c in functions)
-    text = " ".join((HERE / "README.md").read_text().split())
+
+    def length(code) -> int:                                    # the function's lines, signature to last line
+        return max(line for _, _, line in code.co_lines() if line is not None) - code.co_firstlineno + 1
+    read = sum(length(c) for c in functions)
+    read_inside = sum(length(c) for c in functions if mapped(c))
+    text = " ".join((HERE / "README.md").read_text().split()).lower()
     assert f"in {total} lines" in text
-    assert f"a traced cpu run enters {len(functions)} functions: {inside} in this map" in text.lower(), (len(functions), inside)
+    stated = (f"a traced cpu run enters {len(functions)} functions, {read} lines: {inside} functions and "
+              f"{read_inside} lines in this map")
+    assert stated in text, stated

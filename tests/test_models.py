@@ -109,3 +109,44 @@ def test_a_model_that_fails_its_first_batch_or_has_nothing_to_prune_is_refused_w
     with pytest.raises(prune.UsageError, match="no weight matrix"):          # the parents it made go as well
         prune.run(dict(cfg, out=str(tmp_path / "new" / "deeper" / "run")), log=quiet)
     assert not (tmp_path / "new").exists()
+
+
+def test_a_head_of_another_label_count_missing_encoder_weights_and_grouped_layers_are_refused_in_one_line(
+        tmp_path, sst2_dir):
+    """Three checkpoints that would train silently wrong, or end in a traceback, each refused in one line before
+    anything is written: a fine-tuned 2-label head on 3-label data (run_glue would need --ignore_mismatched_sizes),
+    a tied MLM checkpoint saved with its shared matrix under the output name only (its word embeddings would start
+    random), and ConvBERT with grouped feed-forward layers (no mask reaches them: the stack would miss the target)."""
+    import safetensors.torch
+    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, RobertaForMaskedLM
+    tiny = make_family_model(tmp_path / "bert", "bert")
+    two = tmp_path / "two-labels"
+    AutoModelForSequenceClassification.from_pretrained(tiny, num_labels=2).save_pretrained(two)
+    for f in tiny.iterdir():
+        if f.name.startswith(("tokenizer", "vocab", "special")):
+            shutil.copy(f, two / f.name)
+    rows = sentiment_rows(48, 3)
+    for split, part in (("train", rows), ("validation", rows[:16])):
+        write_jsonl(tmp_path / "three" / f"{split}.jsonl", [dict(sentence=r["sentence"], label=r["idx"] % 3)
+                                                            for r in part])
+    with pytest.raises(prune.UsageError, match=r"has a classification head of 2 labels and task files has 3"):
+        prune.run(prune.resolve_config(dict(model=str(two), train_file=str(tmp_path / "three" / "train.jsonl"),
+                                            validation_file=str(tmp_path / "three" / "validation.jsonl"),
+                                            recipe="dense", out=str(tmp_path / "a"), device="cpu", batch_size=16,
+                                            max_length=32)), log=quiet)
+    assert not (tmp_path / "a").exists() or not any((tmp_path / "a").iterdir())
+
+    roberta = make_family_model(tmp_path / "roberta", "roberta")
+    tied = tmp_path / "tied"
+    shutil.copytree(roberta, tied)
+    (tied / "model.safetensors").unlink()
+    safetensors.torch.save_model(RobertaForMaskedLM(AutoConfig.from_pretrained(roberta)), str(tied / "model.safetensors"))
+    _fails_before_training(tmp_path, r"lacks 1 encoder weight \(first: roberta\.embeddings\.word_embeddings\.weight\)",
+                           name="b", data_dir=sst2_dir, model=str(tied), recipe="dense")
+
+    convbert = make_family_model(tmp_path / "convbert", "convbert")
+    config = AutoConfig.from_pretrained(convbert)
+    config.num_groups = 2
+    AutoModel.from_config(config).save_pretrained(convbert)
+    _fails_before_training(tmp_path, r"has grouped linear layers .* that no mask reaches", name="c", data_dir=sst2_dir,
+                           model=str(convbert), sparsity=0.9, hardness=0.0)

@@ -570,9 +570,9 @@ def test_the_readmes_own_data_commands_run_teacher_then_student(tmp_path):
 
 
 def test_own_files_follow_run_glue_columns_labels_and_regression(tmp_path):
-    rows = [{"idx": i, "premise": f"p {i}", "claim": f"c {i}", "label": ["yes", "no", "maybe"][i % 3]} for i in range(9)]
+    rows = [{"premise": f"p {i}", "claim": f"c {i}", "label": ["yes", "no", "maybe"][i % 3]} for i in range(9)]
     cfg = prune.resolve_config(prune.parse_overrides(_files(tmp_path, rows, rows[:3]) + ["--out", "x", "--recipe", "dense"]))
-    assert cfg["task"] == "files" and cfg["labels"] == ["maybe", "no", "yes"] and cfg["text"] == ("idx", "premise")
+    assert cfg["task"] == "files" and cfg["labels"] == ["maybe", "no", "yes"] and cfg["text"] == ("premise", "claim")
     spec = prune.TASKS["files"]
     assert prune.head_kwargs(spec)["id2label"] == {0: "maybe", 1: "no", 2: "yes"} and spec["metric"] == "accuracy"
     splits = prune.load_splits("files")
@@ -617,6 +617,46 @@ def test_bad_own_files_are_refused_in_one_line_before_anything_is_written(tmp_pa
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
     assert re.search(message, r.stderr), r.stderr
     assert not (tmp_path / "run").exists() and not (tmp_path / ".run.lock").exists()
+
+
+OWN_ROWS = [{"sentence": f"a story number {i}", "label": ["ham", "eggs"][i % 2]} for i in range(6)]
+_JSONL = "".join(json.dumps(r) + "\n" for r in OWN_ROWS)
+_CSV = "sentence,label\n" + "".join(f"{r['sentence']},{r['label']}\n" for r in OWN_ROWS)
+
+
+@pytest.mark.parametrize("suffix, content, message", [
+    (".tsv", _CSV.replace(",", "\t").encode(), r"train\.tsv: own data is CSV \(\.csv\) or JSON Lines"),
+    (".json", json.dumps(OWN_ROWS).encode(), r"train\.json is a JSON array: write one JSON object per line"),
+    (".jsonl", b"\xef\xbb\xbf" + _JSONL.encode(), r"train\.jsonl starts with a UTF-8 byte-order mark"),
+    (".csv", _CSV.replace("number 3", "caf\u00e9").encode("latin-1"), r"train\.csv is not UTF-8 \(line 5, byte 0xe9\)"),
+    (".jsonl", (_JSONL + '{"sentence": "cut sh').encode(), r"train\.jsonl: line 7 is not valid JSON"),
+    (".jsonl", (_JSONL + "[1, 2]\n").encode(), r"train\.jsonl: line 7 is not a JSON object"),
+    (".csv", (_CSV + "one,ham,extra\n").encode(), r"train\.csv: line 8 has 3 fields, the header 2"),
+    (".csv", (_CSV + ",ham\n").encode(), r"train\.csv: row 6 \(line 8\) has no text in column 'sentence'"),
+    (".csv", ("sentence,label\n" + "".join(f"{i},{['ham', 'eggs'][i % 2]}\n" for i in range(6))).encode(),
+     r"train\.csv: row 0 \(line 2\) holds int 0 in column 'sentence'"),
+    (".csv", (",sentence,label\n" + "".join(f"{i},{r['sentence']},{r['label']}\n" for i, r in enumerate(OWN_ROWS))).encode(),
+     r"column 'Unnamed: 0': it looks like a pandas index \(save with index=False\)"),
+    (".csv", ("sentence,label\n" + "".join(f"{r['sentence']},{r['label']}\n" for r in OWN_ROWS[:5]) + "x,spam\n").encode(),
+     r"validation\.csv: row 5 \(line 7\): label 'spam' is not in the training file's labels"),
+], ids=["tsv", "json-array", "bom", "latin-1", "truncated-line", "not-an-object", "csv-width", "empty-text",
+        "numeric-text", "pandas-index", "csv-label-line"])
+def test_own_files_datasets_cannot_read_are_refused_in_one_line_naming_the_line(tmp_path, suffix, content, message):
+    """Own data in a form the loader would meet with a traceback, or a wrong line number: one line, before any
+    model is loaded; a line number counts a CSV header as line 1."""
+    train, validation = tmp_path / f"train{suffix}", tmp_path / f"validation{suffix}"
+    if "validation" in message:
+        train.write_text(_CSV)
+        validation.write_bytes(content)
+    else:
+        train.write_bytes(content)
+        validation.write_text(_CSV if suffix == ".csv" else _JSONL)
+    args = ["--train_file", str(train), "--validation_file", str(validation), "--out", str(tmp_path / "run"),
+            "--recipe", "dense"]
+    with pytest.raises(prune.UsageError, match=message) as e:
+        cfg = prune.resolve_config(prune.parse_overrides(args))
+        prune.load_splits(cfg["task"], "")
+    assert "\n" not in str(e.value) and not (tmp_path / "run").exists()
 
 
 def test_infer_scores_a_model_trained_on_own_files_with_its_labels_or_refuses_in_one_line(tmp_path, tiny, capsys):
