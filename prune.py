@@ -810,6 +810,7 @@ def finish(cfg, out, model, data, step, plan, teacher, timing, device, t_start) 
         **timing, "wall_time_s": time.time() - t_start,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "deterministic": device.type == "cpu" or torch.are_deterministic_algorithms_enabled(),
+        "attention": getattr(model.config, "_attn_implementation", None),   # sdpa, or eager where a family lacks it
         "versions": stack_versions(), "config": cfg,
     }
     save_model(model, data.tokenizer, out, masks)

@@ -145,14 +145,15 @@ def test_oneshot_prunes_a_fine_tuned_model_once_and_trains_nothing(tmp_path, tin
 
 
 def test_results_name_the_stack_the_teacher_by_its_bytes_and_its_peakiness(tmp_path, tiny, tiny_teacher, sst2_dir):
-    """results.json records what a run computed on (the stack's versions, the device, deterministic mode) and the
-    teacher by the sha256 of its weights, beside its mean top probability at T 1, 2, 5.5 and 8.5 (SPEC 1)."""
+    """results.json records what a run computed on (the stack's versions, the device, deterministic mode, the
+    attention kernel: SDPA for BERT) and the teacher by the sha256 of its weights, beside its mean top probability at T 1, 2, 5.5 and 8.5 (SPEC 1)."""
     import hashlib
     cfg = run_cfg(tmp_path, data_dir=sst2_dir, model=str(tiny), teacher=str(tiny_teacher), sparsity=0.5, epochs=6,
                   max_train_samples=64)
     results = prune.run(cfg, log=quiet)
     assert set(results["versions"]) == {"torch", "transformers", "datasets", "numpy", "tokenizers", "safetensors"}
     assert results["versions"]["transformers"] == transformers.__version__ and results["deterministic"] is True
+    assert results["attention"] == "sdpa"
     assert results["teacher_sha256"] == hashlib.sha256((tiny_teacher / "model.safetensors").read_bytes()).hexdigest()
     peak = results["teacher_top_probability"]
     assert list(peak) == ["1", "2", "5.5", "8.5"] and 1 >= peak["1"] > peak["2"] > peak["5.5"] > peak["8.5"] >= 0.5
