@@ -148,16 +148,17 @@ echo '{{}}' > "$out/results.json"
 @cuda
 def test_on_cuda_a_commonsense_qa_teacher_trained_twice_has_one_sha256(tmp_path):
     """SDPA's cuDNN attention backward is not deterministic by default; with --deterministic on (the default) one
-    dense CommonsenseQA command run twice writes the same model.safetensors (the real MiniLM-L6 and CSQA train)."""
+    dense CommonsenseQA command run twice writes the same model.safetensors (the real MiniLM-L6, or the folder
+    MINI_MODEL names, as run.sh mini takes it, and CSQA train)."""
     data = SHARED_DATA / "commonsense_qa"
     if not (data / "train.jsonl").exists() and not (data / "train.jsonl.gz").exists():
         pytest.skip("the shared CommonsenseQA files exist only in this workplace")
-    digests = []
+    digests, model = [], os.environ.get("MINI_MODEL") or _minilm_path()
     for name in ("a", "b"):
         out = tmp_path / name
-        r = _cli(["--task", "commonsense_qa", "--model", _minilm_path(), "--data_dir", str(data), "--recipe", "dense",
-                  "--lr", "5e-5", "--epochs", "1", "--max_train_samples", "2000", "--device", "cuda", "--out",
-                  str(out)], timeout=900)
+        r = _cli(["--task", "commonsense_qa", "--model", model, "--data_dir", str(data), "--recipe", "dense", "--lr",
+                  "5e-5", "--epochs", "1", "--max_train_samples", "2000", "--device", "cuda", "--out", str(out)],
+                 timeout=900)
         assert r.returncode == 0, r.stderr[-2000:]
         digests.append(hashlib.sha256((out / "model" / "model.safetensors").read_bytes()).hexdigest())
         assert json.loads((out / "results.json").read_text())["deterministic"] is True
