@@ -245,7 +245,8 @@ def load_splits(task: str, data_dir: str = "", max_train: int = 0, max_eval: int
         sources = {s: f for s, f in spec["files"].items() if s != "train" or not evaluation_only}
         splits = {s: label_ids(spec, read_file(f), f) for s, f in sources.items()}
         for s, f in sources.items():
-            check_text(splits[s], f, spec["text"])
+            if s != "train":   # files_task checked the training file's text
+                check_text(splits[s], f, spec["text"])
     elif data_dir:
         sources, splits = local_files(spec, data_dir, evaluation_only), {}
         for split, path in sources.items():   # one file at a time: each is checked against the task alone
@@ -658,8 +659,7 @@ def load_model(path: str, task: str, config=None) -> nn.Module:
     except (OSError, ValueError) as e:
         raise UsageError(f"cannot load model '{path}': {first_line(e)}") from None
     mismatched = [k for k, *_ in info.get("mismatched_keys", ())]
-    prefix = getattr(model, "base_model_prefix", "")
-    if mismatched and all(prefix and not k.startswith(prefix + ".") for k in mismatched):
+    if mismatched and not any(in_base_model(model, k) for k in mismatched):
         raise UsageError(f"model '{path}' has a {spec['kind']} head of {getattr(config, 'num_labels', '?')} labels and "
                          f"task {task} has {kwargs.get('num_labels', '?')}: start from the encoder without that head "
                          "(its base checkpoint)")
@@ -673,12 +673,16 @@ def load_model(path: str, task: str, config=None) -> nn.Module:
     return model
 
 
+def in_base_model(model: nn.Module, key: str) -> bool:
+    """A state-dict key of the encoder under the task head (bert.…, roberta.…), not of the head itself."""
+    prefix = getattr(model, "base_model_prefix", "")
+    return not prefix or key.startswith(prefix + ".")
+
+
 def encoder_weights_missing(model: nn.Module, info: dict) -> list:
     """The weights from_pretrained did not find in the checkpoint, other than the task head and the pooler (which
     a fine-tuning run trains from scratch): an encoder that would silently start from random weights."""
-    prefix = getattr(model, "base_model_prefix", "")
-    return sorted(k for k in info.get("missing_keys", ()) if (not prefix or k.startswith(prefix + "."))
-                  and ".pooler." not in f".{k}" and "pooler" not in k.split(".")[:2])
+    return sorted(k for k in info.get("missing_keys", ()) if in_base_model(model, k) and ".pooler." not in f".{k}")
 
 
 def generic_labels(config) -> bool:

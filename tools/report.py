@@ -527,7 +527,7 @@ def headline(claims_md: str, rows: int = 10) -> str:
         claim, task = re.fullmatch(r"(.*) \((\w+)\)", cells[0]).groups()
         if cells[-1].startswith("**"):
             claims.setdefault(claim, {"paper": cells[2]})[task] = f"{cells[4]} {cells[-1]}"
-    out = ["| claim | paper | " + " | ".join(tasks.values()) + " |", "|---|---|---|---|"]
+    out = ["| claim | paper | " + " | ".join(tasks.values()) + " |", "|---|---|" + "---|" * len(tasks)]
     for claim, c in list(claims.items())[:rows]:
         out.append(f"| {claim} | {c['paper']} | " + " | ".join(c.get(t, "") for t in tasks) + " |")
     return "\n".join(out)
