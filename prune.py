@@ -44,7 +44,7 @@ from tasks import (  # noqa: F401 (re-exported: prune.MINILM_HUB, ... as before 
     load_rotten_tomatoes, load_splits, local_files, majority_rate, matthews, MINILM_HUB, multiple_choice_inputs,
     normalize_answer, OFFSET_POSITIONS, one_separator_pairs, PAIR, pearson, read_file, required_columns,
     resolve_model_path, spearman, split_names, squad_f1, squad_predictions, squad_question_scores, squad_scores,
-    task_metrics, TASKS, usable_positions, UsageError)
+    spec_of, task_metrics, task_spec, TASKS, usable_positions, UsageError)
 
 # ==========================================================================================================
 # 1. The recipe, as data: the single source of every default. Any field is a --flag of the same name, and
@@ -439,7 +439,7 @@ def _run(cfg: dict, log: Callable) -> dict:
         raise UsageError(f"{len(data.train['lengths'])} training rows make no full batch of "
                          f"{cfg['batch_size']} x {cfg['grad_accum']}")
     plan = make_plan(cfg, steps_per_epoch)
-    model = load_model(data.model_path, cfg["task"], data.model_config).to(device).train()
+    model = load_model(data.model_path, data.spec, data.model_config).to(device).train()
     check_model(cfg, model, data, device)
     teacher = prepare_teacher(cfg, data, out, state, device, log)
     claim_out_dir(out, state)   # every input checked: from here on the folder is this run's
@@ -449,7 +449,7 @@ def _run(cfg: dict, log: Callable) -> dict:
     if cfg["recipe"] == "oneshot":
         return one_shot(cfg, out, model, data, plan, teacher, device, t_start)
 
-    spec = TASKS[cfg["task"]]
+    spec = data.spec
     step = make_step(model, kind=spec["kind"], scope=cfg.get("scope", "encoder"), pruned=bool(plan.prune_steps),
                      lr=cfg["lr"], betas=(cfg["adam_beta1"], cfg["adam_beta2"]), eps=cfg["adam_eps"],
                      weight_decay=cfg["weight_decay"], max_grad_norm=cfg["max_grad_norm"],
@@ -499,7 +499,7 @@ def run_loop(cfg: dict, step: Step, plan, batches: Callable, evals: dict, device
                  "sparsity": sparsity_of(step.masks.values()), "loss": meter.mean_loss(),
                  "samples_per_s": so_far["samples"] / max(so_far["train_time_s"], 1e-9)}
         if cycle_end:
-            entry["eval"] = meter.timed(evaluate, step.model, cfg["task"], evals, device, cfg["eval_batch_size"])
+            entry["eval"] = meter.timed(evaluate, step.model, task_spec(cfg), evals, device, cfg["eval_batch_size"])
         meter.write(entry, plan.total_steps, log)
         stopping = STOP_SIGNAL["name"]
         if cycle_end or stopping or time.time() - last_checkpoint > 60 * cfg["checkpoint_minutes"]:
@@ -543,7 +543,7 @@ def check_model(cfg: dict, model: nn.Module, data, device: torch.device) -> None
     if cfg["sparsity"] > 0 and grouped:   # ConvBERT's num_groups > 1: weights that are no nn.Linear
         raise UsageError(f"model '{cfg['model']}' has grouped linear layers ({grouped[0]}, ...) that no mask reaches: "
                          "the run would miss its target sparsity; take a checkpoint with num_groups 1")
-    kind = TASKS[cfg["task"]]["kind"]
+    kind = data.spec["kind"]
     batch = to_device(collate(data.train, make_batches(data.train["lengths"], cfg["batch_size"], shuffle=False)[0]),
                       device)
     try:
@@ -563,7 +563,7 @@ def prepare_teacher(cfg: dict, data, out: Path, state: str, device: torch.device
     if not cfg["teacher"] or cfg["hardness"] == 0:
         return argparse.Namespace(logits=None, metrics={}, time_s=0.0, computed=False, sha256="", peak={})
     path, config, tok = load_config_and_tokenizer(cfg["teacher"], "teacher")
-    check_teacher(TASKS[cfg["task"]], config, tok, data.tokenizer, cfg["teacher"])
+    check_teacher(data.spec, config, tok, data.tokenizer, cfg["teacher"])
     cache, sha = out / "teacher_logits.pt", weights_sha256(path)
     if state in ("resume", "restart") and cache.exists():
         saved = torch.load(cache, map_location="cpu", weights_only=True)
@@ -571,21 +571,21 @@ def prepare_teacher(cfg: dict, data, out: Path, state: str, device: torch.device
                                   computed=False, sha256=sha, peak=teacher_peak(saved["logits"], data.train))
     log(f"scoring the teacher {cfg['teacher']} and caching its logits on {len(data.train['lengths'])} training rows")
     t0 = time.time()
-    logits, metrics = score_and_cache_teacher(path, cfg["task"], config, data.train, data.evals, device,
+    logits, metrics = score_and_cache_teacher(path, data.spec, config, data.train, data.evals, device,
                                               cfg["eval_batch_size"])
     log("teacher: " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     return argparse.Namespace(logits=logits.to(device), metrics=metrics, time_s=time.time() - t0, computed=True,
                               sha256=sha, peak=teacher_peak(logits, data.train))
 
 
-def score_and_cache_teacher(path: str, task: str, config, train_enc: dict, evals: dict, device: torch.device,
+def score_and_cache_teacher(path: str, task, config, train_enc: dict, evals: dict, device: torch.device,
                             batch_size: int) -> tuple:
     """The teacher scored on the evaluation splits (its metrics go into results.json), then its outputs on
     every training row, computed once (eval mode, no dropout) and reused every epoch. A teacher with generic
     label names (LABEL_0, ...) scoring below the majority-class rate has another label order: refused."""
-    spec = TASKS[task]
-    teacher = load_model(path, task, config).to(device)
-    metrics = evaluate(teacher, task, evals, device, batch_size)
+    spec = spec_of(task)
+    teacher = load_model(path, spec, config).to(device)
+    metrics = evaluate(teacher, spec, evals, device, batch_size)
     if spec["kind"] == "classification" and spec["labels"] and generic_labels(config):
         rate = majority_rate(next(iter(evals.values()))[0])
         if metrics["accuracy"] < rate:
@@ -623,15 +623,15 @@ def resolve_config(overrides: dict) -> dict:
     """Run defaults < recipe < the task's recipe changes < the command line; then checked. A setting the chosen
     recipe or task does not use is refused rather than ignored."""
     cfg = dict(RUN_DEFAULTS)
-    overrides = own_files(overrides)
+    overrides, own = own_files(overrides)
     cfg.update({k: v for k, v in overrides.items() if k in ("task", "recipe") and v is not None})
     for key, known in (("task", TASKS), ("recipe", RECIPES)):
-        if cfg[key] not in known:
+        if cfg[key] not in known and not (key == "task" and own):
             raise UsageError(f"unknown {key} '{cfg[key]}'; known: {', '.join(known)}")
-    task = TASKS[cfg["task"]]
-    cfg.update(recipe_defaults(cfg["task"], cfg["recipe"]))
-    if cfg["task"] == "files":
-        cfg.update(train_file="", validation_file="", labels=TASKS["files"]["labels"], text=TASKS["files"]["text"])
+    task = own or TASKS[cfg["task"]]
+    cfg.update(recipe_defaults(task, cfg["recipe"]))
+    if own:   # what the training file gave (files_task): recorded, so that a resumed run rebuilds the same spec
+        cfg.update(train_file="", validation_file="", labels=own["labels"], text=own["text"])
     unused = sorted(k for k, v in overrides.items() if k not in cfg and v is not None)
     if unused:
         raise UsageError(f"--{unused[0]} is not a setting of recipe '{cfg['recipe']}' on task {cfg['task']} "
@@ -645,23 +645,24 @@ def resolve_config(overrides: dict) -> dict:
     return cfg
 
 
-def own_files(overrides: dict) -> dict:
-    """--train_file and --validation_file make the task 'files', whose spec the training file sets (files_task)."""
+def own_files(overrides: dict) -> tuple:
+    """--train_file and --validation_file make the task 'files', whose spec the training file sets (files_task):
+    (the overrides with task 'files', that spec), or (the overrides, None) without them."""
     files = [overrides.get(k) for k in ("train_file", "validation_file")]
     if not any(files) and overrides.get("task") != "files":
-        return overrides
+        return overrides, None
     if not all(files):
         raise UsageError("your own data needs both --train_file and --validation_file")
     if overrides.get("task") not in (None, "files") or overrides.get("data_dir"):
         raise UsageError("--train_file and --validation_file are your own task: leave out --task and --data_dir")
-    TASKS["files"] = files_task(*files)
-    return {**overrides, "task": "files"}
+    return {**overrides, "task": "files"}, files_task(*files)
 
 
-def recipe_defaults(task: str, recipe: str) -> dict:
+def recipe_defaults(task, recipe: str) -> dict:
     """The recipe's fields with the task's changes (and SQuAD's doc_stride): the defaults of a run."""
-    fields = {**RECIPES[recipe], **TASK_RECIPES.get(task, {}).get(recipe, {})}
-    return {**fields, "doc_stride": TASKS[task]["doc_stride"]} if TASKS[task]["kind"] == "qa" else fields
+    spec = spec_of(task)
+    fields = {**RECIPES[recipe], **TASK_RECIPES.get(spec["name"], {}).get(recipe, {})}
+    return {**fields, "doc_stride": spec["doc_stride"]} if spec["kind"] == "qa" else fields
 
 
 def check_config(cfg: dict, explicit: set = frozenset()) -> None:
@@ -734,12 +735,12 @@ def predict(model: nn.Module, enc: dict, kind: str, device: torch.device, batch_
     return out if kind == "qa" else out[0]
 
 
-def evaluate(model: nn.Module, task: str, evals: dict, device: torch.device, batch_size: int, rows: bool = False):
+def evaluate(model: nn.Module, task, evals: dict, device: torch.device, batch_size: int, rows: bool = False):
     """Metrics on every evaluation split {name: (encoding, dataset)}; the first split's keys are plain, the
     others' are suffixed with the split's name. rows=True: (metrics, every example's row (example_rows))."""
     metrics, examples = {}, []
     for i, (split, (enc, ds)) in enumerate(evals.items()):
-        out = predict(model, enc, TASKS[task]["kind"], device, batch_size).numpy()
+        out = predict(model, enc, spec_of(task)["kind"], device, batch_size).numpy()
         metrics.update({k if i == 0 else f"{k}_{split}": v for k, v in task_metrics(task, out, enc, ds).items()})
         if rows:
             examples += example_rows(task, out, enc, ds, split)
@@ -758,13 +759,14 @@ def fast_path():
 
 def prepare_data(cfg: dict) -> "argparse.Namespace":
     """The splits (labels checked), the student's config and tokenizer, and the encoded splits."""
-    splits = load_splits(cfg["task"], cfg["data_dir"], cfg["max_train_samples"], cfg["max_eval_samples"])
+    spec = task_spec(cfg)
+    splits = load_splits(spec, cfg["data_dir"], cfg["max_train_samples"], cfg["max_eval_samples"])
     model_path, model_config, tokenizer = load_config_and_tokenizer(cfg["model"], "model")
-    check_label_names(TASKS[cfg["task"]], model_config, f"model '{cfg['model']}'")
+    check_label_names(spec, model_config, f"model '{cfg['model']}'")
     max_length = min(int(cfg["max_length"]), usable_positions(model_config))
-    enc = {s: encode(cfg["task"], ds, tokenizer, max_length, cfg.get("doc_stride")) for s, ds in splits.items()}
+    enc = {s: encode(spec, ds, tokenizer, max_length, cfg.get("doc_stride")) for s, ds in splits.items()}
     return argparse.Namespace(train=enc.pop("train"), evals={s: (e, splits[s]) for s, e in enc.items()},
-                              model_path=model_path, model_config=model_config, tokenizer=tokenizer)
+                              model_path=model_path, model_config=model_config, tokenizer=tokenizer, spec=spec)
 
 
 def pruned_nonzero(model: nn.Module, masks: dict) -> int:
@@ -794,12 +796,12 @@ def finish(cfg, out, model, data, step, plan, teacher, timing, device, t_start) 
     if cfg["sparsity"] > 0 and abs(zeros - want) > (len(weights) if cfg.get("criterion") == "layer" else 1):
         raise TrainingError(f"measured sparsity {zeros / n:.6f} of the masked weights is not the target "
                             f"{scheduled:.6g} ({zeros} zeros, want {want}); no model written")
-    metrics, rows = evaluate(model, cfg["task"], data.evals, device, cfg["eval_batch_size"], rows=True)
+    metrics, rows = evaluate(model, data.spec, data.evals, device, cfg["eval_batch_size"], rows=True)
     samples = timing.pop("samples")
     results = {
         "task": cfg["task"], "model": cfg["model"], "teacher": cfg["teacher"], "recipe": cfg["recipe"],
         "seed": cfg["seed"], "sparsity_target": cfg["sparsity"], "sparsity_scheduled": scheduled,
-        **sparsity_report(model), "masked_sparsity": zeros / n if n else 0.0, "metric": TASKS[cfg["task"]]["metric"],
+        **sparsity_report(model), "masked_sparsity": zeros / n if n else 0.0, "metric": data.spec["metric"],
         "metrics": metrics, "eval_rows": len(next(iter(data.evals.values()))[1]), "teacher_metrics": teacher.metrics,
         "teacher_sha256": teacher.sha256, "teacher_top_probability": teacher.peak,
         "epochs": plan.total_steps / plan.steps_per_epoch, "steps": plan.total_steps,

@@ -140,8 +140,13 @@ def files_task(train_file: str, validation_file: str) -> dict:
     regression = train.features["label"].dtype.startswith("float")
     if not regression and len(set(values)) < 2:
         raise UsageError(f"{train_file}: every row has the label {values[0]!r}: a classifier needs two or more")
-    return dict(kind="classification", hub=None, text=text, metric="pearson" if regression else "accuracy",
-                labels=None if regression else [str(v) for v in sorted(set(values))], score_range=(-math.inf, math.inf),
+    return own_task(train_file, validation_file, None if regression else [str(v) for v in sorted(set(values))], text)
+
+
+def own_task(train_file: str, validation_file: str, labels, text) -> dict:
+    """The spec of one's own files (task 'files') from what files_task found; a run's config records both."""
+    return dict(name="files", kind="classification", hub=None, text=tuple(text), labels=labels,
+                metric="accuracy" if labels else "pearson", score_range=(-math.inf, math.inf),
                 files={"train": train_file, "validation": validation_file})
 
 
@@ -159,7 +164,7 @@ def glue(name: str, text: tuple, labels: list, metric: str, **more) -> dict:
 PAIR = ("sentence1", "sentence2")
 
 
-TASKS = {
+TASKS = {name: {"name": name, **spec} for name, spec in {
     "cola": glue("cola", ("sentence", None), ["unacceptable", "acceptable"], "matthews"),
     "sst2": glue("sst2", ("sentence", None), ["negative", "positive"], "accuracy"),
     "mrpc": glue("mrpc", PAIR, ["not_equivalent", "equivalent"], "f1"),
@@ -179,7 +184,19 @@ TASKS = {
                            model="roberta-large", columns=("question", "choices", "answerKey")),
     "winogrande": dict(kind="multiple_choice", hub=("allenai/winogrande", "winogrande_xl"), metric="accuracy",
                        choices=2, model="roberta-large", columns=("sentence", "option1", "option2", "answer")),
-}
+}.items()}
+
+
+def spec_of(task) -> dict:
+    """A task's spec: its TASKS entry by name, or a spec itself (one's own files: own_task; never put in TASKS)."""
+    return task if isinstance(task, dict) else TASKS[task]
+
+
+def task_spec(cfg: dict) -> dict:
+    """The spec of a run's task, from its config (one's own files: the labels and text columns it records)."""
+    if cfg["task"] != "files":
+        return TASKS[cfg["task"]]
+    return own_task(cfg["train_file"], cfg["validation_file"], cfg["labels"], cfg["text"])
 
 
 def required_columns(spec: dict) -> tuple:
@@ -233,12 +250,13 @@ def load_rotten_tomatoes(seed: int = 0) -> dict:
             for name, idx in parts.items()}
 
 
-def load_splits(task: str, data_dir: str = "", max_train: int = 0, max_eval: int = 0,
+def load_splits(task, data_dir: str = "", max_train: int = 0, max_eval: int = 0,
                 evaluation_only: bool = False) -> dict:
     """{split: datasets.Dataset} in the hub schema, from local files when data_dir is given; every label
     checked against the task before anything else happens."""
     import datasets
-    spec = TASKS[task]
+    spec = spec_of(task)
+    task = spec["name"]
     if task == "rotten_tomatoes":
         splits, sources = load_rotten_tomatoes(), {}
     elif task == "files":
@@ -333,11 +351,12 @@ def _pad(seqs: list, length: int, pad_id: int) -> np.ndarray:
     return out
 
 
-def encode(task: str, ds, tokenizer, max_length: int, doc_stride: int = None) -> dict:
+def encode(task, ds, tokenizer, max_length: int, doc_stride: int = None) -> dict:
     """Tokenize a split into padded int32 arrays plus lengths (the attention mask is arange < length).
     classification: input_ids [N, L]; multiple choice: [N, C, L]; QA: one row per feature (encode_squad, whose
     windows overlap by doc_stride tokens)."""
-    spec = TASKS[task]
+    spec = spec_of(task)
+    task = spec["name"]
     if spec["kind"] == "qa":
         return encode_squad(ds, tokenizer, max_length, doc_stride)
     if spec["kind"] == "classification":
@@ -345,7 +364,7 @@ def encode(task: str, ds, tokenizer, max_length: int, doc_stride: int = None) ->
         enc = tokenizer(list(ds[a]), list(ds[b]) if b else None, truncation=True, max_length=max_length)
         labels = np.asarray(list(ds["label"]), dtype=np.float32 if spec["labels"] is None else np.int64)
     else:
-        firsts, seconds, labels = multiple_choice_inputs(task, ds)
+        firsts, seconds, labels = multiple_choice_inputs(spec, ds)
         enc = (one_separator_pairs(tokenizer, firsts, seconds, max_length) if task == "commonsense_qa" else
                tokenizer(firsts, seconds, truncation=True, max_length=max_length))
     lengths = np.array([len(x) for x in enc["input_ids"]], dtype=np.int32)
@@ -360,21 +379,22 @@ def encode(task: str, ds, tokenizer, max_length: int, doc_stride: int = None) ->
     return out
 
 
-def multiple_choice_inputs(task: str, ds) -> tuple:
+def multiple_choice_inputs(task, ds) -> tuple:
     """Text pairs per choice, flattened example-major. CommonsenseQA as fairseq's RoBERTa example and SMC-Bench
     give it: ("Q: <question>", "A: <choice>"), joined by one separator (one_separator_pairs); WinoGrande as its
     authors' RoBERTa baseline: the sentence split at "_", (prefix, option + rest), the tokenizer's own pair
     template (RoBERTa's </s></s>). Labels: answerKey A-E -> 0-4; answer "1"/"2" -> 0/1."""
+    spec = spec_of(task)
     firsts, seconds, labels = [], [], []
-    if task == "commonsense_qa":
-        for q, choices, key in zip(*(list(ds[c]) for c in TASKS[task]["columns"])):
-            if len(choices["text"]) != TASKS[task]["choices"]:
+    if spec["name"] == "commonsense_qa":
+        for q, choices, key in zip(*(list(ds[c]) for c in spec["columns"])):
+            if len(choices["text"]) != spec["choices"]:
                 raise UsageError(f"commonsense_qa row with {len(choices['text'])} choices, expected 5")
             firsts += [f"Q: {q}"] * len(choices["text"])
             seconds += [f"A: {t}" for t in choices["text"]]
             labels.append(choices["label"].index(key))
     else:
-        for sentence, o1, o2, answer in zip(*(list(ds[c]) for c in TASKS[task]["columns"])):
+        for sentence, o1, o2, answer in zip(*(list(ds[c]) for c in spec["columns"])):
             cut = sentence.index("_")
             rest = sentence[cut + 1:].strip()
             firsts += [sentence[:cut].rstrip()] * 2
@@ -536,9 +556,10 @@ def squad_predictions(start_logits: np.ndarray, end_logits: np.ndarray, example:
     return [text for _, text in best]
 
 
-def task_metrics(task: str, outputs, enc: dict, ds) -> dict:
+def task_metrics(task, outputs, enc: dict, ds) -> dict:
     """The task's metrics from the model's outputs on one evaluation split (fractions, not percent)."""
-    spec = TASKS[task]
+    spec = spec_of(task)
+    task = spec["name"]
     if spec["kind"] == "qa":
         preds = squad_predictions(outputs[0], outputs[1], enc["example"], enc["offsets"], list(ds["context"]))
         return squad_scores(preds, [a["text"] for a in ds["answers"]])
@@ -557,12 +578,13 @@ def task_metrics(task: str, outputs, enc: dict, ds) -> dict:
     return {"accuracy": accuracy(pred, labels)}
 
 
-def example_rows(task: str, outputs, enc: dict, ds, split: str) -> list:
+def example_rows(task, outputs, enc: dict, ds, split: str) -> list:
     """Each evaluation example's prediction and score, in row order: its split, its id (the split's id or idx
     column, else its row number), the label and prediction with correct (0/1) for a class or a choice, the
     predicted value for a regression, the answer text with exact_match and f1 for SQuAD. The task's metrics
     are functions of these rows: tools/report.py resamples them for paired confidence intervals."""
-    spec = TASKS[task]
+    spec = spec_of(task)
+    task = spec["name"]
     key = next((c for c in ("id", "idx") if c in ds.column_names), None)
     ids = list(ds[key]) if key else list(range(len(ds)))
     if spec["kind"] == "qa":
@@ -634,10 +656,11 @@ def auto_class(kind: str):
                                   "AutoModelForQuestionAnswering", "multiple_choice": "AutoModelForMultipleChoice"}[kind])
 
 
-def load_model(path: str, task: str, config=None) -> nn.Module:
+def load_model(path: str, task, config=None) -> nn.Module:
     """The task's Auto head on a pre-trained encoder, fp32 weights (also from fp16 files); SDPA attention, or the
     eager one for the families without SDPA (DeBERTa, MPNet, Longformer, BigBird, Funnel, RoFormer, ...)."""
-    spec = TASKS[task]
+    spec = spec_of(task)
+    task = spec["name"]
     kwargs = head_kwargs(spec)
     if (config is not None and spec["kind"] == "classification" and not generic_labels(config)
             and getattr(config, "num_labels", None) == kwargs["num_labels"]):

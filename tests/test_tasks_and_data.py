@@ -573,17 +573,20 @@ def test_own_files_follow_run_glue_columns_labels_and_regression(tmp_path):
     rows = [{"premise": f"p {i}", "claim": f"c {i}", "label": ["yes", "no", "maybe"][i % 3]} for i in range(9)]
     cfg = prune.resolve_config(prune.parse_overrides(_files(tmp_path, rows, rows[:3]) + ["--out", "x", "--recipe", "dense"]))
     assert cfg["task"] == "files" and cfg["labels"] == ["maybe", "no", "yes"] and cfg["text"] == ("premise", "claim")
-    spec = prune.TASKS["files"]
+    spec = prune.task_spec(cfg)   # from the config alone: nothing was written into TASKS
+    assert "files" not in prune.TASKS and spec["name"] == "files"
     assert prune.head_kwargs(spec)["id2label"] == {0: "maybe", 1: "no", 2: "yes"} and spec["metric"] == "accuracy"
-    splits = prune.load_splits("files")
+    splits = prune.load_splits(spec)
     assert list(splits["validation"]["label"]) == [2, 1, 0]
     pred, gold = np.array([0, 1, 2, 2]), np.array([0, 1, 1, 2])          # three labels: accuracy, macro F1
-    got = prune.task_metrics("files", np.eye(3)[pred], {"labels": gold}, None)
+    got = prune.task_metrics(spec, np.eye(3)[pred], {"labels": gold}, None)
     assert got["accuracy"] == 0.75 and got["f1"] == pytest.approx(np.mean([1.0, 2 / 3, 2 / 3]))
     pairs = [{"sentence2": f"b {i}", "x": 1, "sentence1": f"a {i}", "label": 0.5 * i} for i in range(6)]
     cfg = prune.resolve_config(prune.parse_overrides(_files(tmp_path, pairs, pairs, ".csv") + ["--out", "x", "--recipe", "dense"]))
     assert cfg["text"] == ("sentence1", "sentence2") and cfg["labels"] is None
-    assert prune.is_regression(prune.TASKS["files"]) and prune.TASKS["files"]["metric"] == "pearson"
+    assert prune.is_regression(prune.task_spec(cfg)) and prune.task_spec(cfg)["metric"] == "pearson"
+    saved = json.loads(json.dumps(cfg))   # config.json's round trip (a resumed run) gives the same spec
+    assert prune.task_spec(saved) == prune.task_spec(cfg)
     numbers = [{"text": f"t {i}", "label": [10, 2][i % 2]} for i in range(4)]          # sorted as numbers
     assert prune.resolve_config(prune.parse_overrides(_files(tmp_path, numbers, numbers) + ["--out", "x", "--recipe", "dense"]))[
         "labels"] == ["2", "10"]
@@ -655,7 +658,7 @@ def test_own_files_datasets_cannot_read_are_refused_in_one_line_naming_the_line(
             "--recipe", "dense"]
     with pytest.raises(prune.UsageError, match=message) as e:
         cfg = prune.resolve_config(prune.parse_overrides(args))
-        prune.load_splits(cfg["task"], "")
+        prune.load_splits(prune.task_spec(cfg), "")
     assert "\n" not in str(e.value) and not (tmp_path / "run").exists()
 
 

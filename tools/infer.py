@@ -149,33 +149,32 @@ def main(argv=None) -> int:
         if args.sparse and args.device != "cpu":
             raise prune.UsageError("--sparse runs CSR kernels on the CPU: leave --device at cpu")
         path, config, tokenizer = prune.load_config_and_tokenizer(args.model)
-        if args.validation_file:
-            prune.TASKS["files"], args.task = own_data(args.validation_file, config, args.model), "files"
-        prune.check_label_names(prune.TASKS[args.task], config, f"model '{args.model}'")
+        task = own_data(args.validation_file, config, args.model) if args.validation_file else prune.TASKS[args.task]
+        prune.check_label_names(task, config, f"model '{args.model}'")
         if args.compressed and not (Path(path) / "compressed.safetensors").is_file():
             raise prune.UsageError(f"no compressed.safetensors in {args.model}")
-        splits = prune.load_splits(args.task, args.data_dir, max_eval=args.max_eval_samples, evaluation_only=True)
-        model = load_compressed(path) if args.compressed else prune.load_model(path, args.task, config)
+        splits = prune.load_splits(task, args.data_dir, max_eval=args.max_eval_samples, evaluation_only=True)
+        model = load_compressed(path) if args.compressed else prune.load_model(path, task, config)
     except prune.UsageError as e:
         print(f"infer.py: error: {e}", file=sys.stderr)
         return 2
     device = torch.device(args.device)
     model = model.to(device).eval()
-    defaults = prune.recipe_defaults(args.task, "gmp_star")
+    defaults = prune.recipe_defaults(task, "gmp_star")
     length = min(args.max_length or defaults["max_length"], prune.usable_positions(config))
-    evals = {s: (prune.encode(args.task, ds, tokenizer, length,
+    evals = {s: (prune.encode(task, ds, tokenizer, length,
                               defaults.get("doc_stride")), ds) for s, ds in splits.items()}
     enc = next(iter(evals.values()))[0]   # CSR where it is faster at this evaluation's tokens per batch
     tokens = int(args.batch_size * np.mean(enc["lengths"]) * (enc["lengths"].shape[1] if enc["lengths"].ndim > 1 else 1))
     swapped = {**prune.sparsity_report(model), **(sparsify(model, tokens=min(tokens, 8192)) if args.sparse else {})}
     t0 = time.time()
-    metrics = prune.evaluate(model, args.task, evals, device, args.batch_size)
+    metrics = prune.evaluate(model, task, evals, device, args.batch_size)
     seconds = time.time() - t0
     if args.predictions:   # scored again apart from the timing above: the rows cost SQuAD a second answer search
-        prune.write_jsonl(Path(args.predictions), prune.evaluate(model, args.task, evals, device, args.batch_size,
+        prune.write_jsonl(Path(args.predictions), prune.evaluate(model, task, evals, device, args.batch_size,
                                                                  rows=True)[1])
     rows = sum(len(ds) for ds in splits.values())
-    print(json.dumps({"model": args.model, "task": args.task, "compressed": args.compressed, "sparse": args.sparse,
+    print(json.dumps({"model": args.model, "task": task["name"], "compressed": args.compressed, "sparse": args.sparse,
                       **swapped, "metrics": metrics, "rows": rows, "samples_per_s": rows / seconds,
                       "device": str(device), "threads": torch.get_num_threads()}))
     return 0
