@@ -280,6 +280,9 @@ def test_results_hold_results_not_code():
     folder names, so none can drift out of step with HEAD."""
     scripts = [p for p in (HERE / "results").rglob("*") if p.suffix in (".py", ".sh", ".sbatch")]
     assert scripts == []
+    mini = HERE / "results" / "mini"   # a run's files stay in its folder: none stray to the top level
+    assert sorted(p.name for p in mini.iterdir() if p.is_file()) == ["README.md", "claims.md", "figure1.png"]
+    assert all((p / "results.json").is_file() for p in mini.iterdir() if p.is_dir())
 
 
 def test_a_cpu_run_enters_only_mapped_code_and_named_plumbing(tmp_path, tiny, tiny_teacher, sst2_dir, capsys):
