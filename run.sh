@@ -8,7 +8,7 @@
 #                              then the claims table and figure (runs/mini/claims.md); DATA=FOLDER for local files
 #   bash run.sh                the paper's suite (needs the Hugging Face hub and CUDA GPUs), then results.md
 #   bash run.sh STAGE...       some stages: teachers glue squad smc ablations collect; mini (= mini-teachers
-#                              mini-students and the claims table)
+#                              mini-students, mini-more: more seeds where a claim is inconclusive, the claims table)
 #   bash run.sh bench          the GPU speed benchmarks of the README (one GPU)
 #   bash run.sh bench-cpu      the CPU benchmarks of sparse inference (this machine)
 #   bash run.sh --dry-run [STAGE...]   print every run of those stages with its command line, its steps and its
@@ -278,6 +278,20 @@ plan_mini_students() {
   done
 }
 
+mini_more() {
+  # The claims' stopping rule (tools/report.py --more-seeds): both arms of every row still inconclusive at 3
+  # seeds or more get their next seed, and every row is judged again; until none is left, or a round finishes
+  # nothing new (a run that fails), or 10 seeds.
+  local want last="" seeds
+  mini_prepare
+  while want=$("$PYTHON" tools/report.py "$RUNS/mini" --more-seeds) && [ -n "$want" ] && [ "$want" != "$last" ]; do
+    last=$want
+    echo "run.sh: mini-more: $(wc -l <<<"$want") runs of the next seed: $(tr '\n' ' ' <<<"$want")" >&2
+    seeds=$(sed 's/.*-seed//' <<<"$want" | sort -un | tr '\n' ' ')
+    USER_SEEDS=$seeds plan_mini_students | grep -F -f <(sed 's#^#mini/#; s#$#|#' <<<"$want") | run_plan
+  done
+}
+
 mini_kd_ablations() {  # TASK BASE: the arms run on CSQA and the SQuAD split, each against GMP* at 90% (or 97%)
   local v
   # Tables 2, 4, 5 at 90%: first step 0/30/50%, hardness 0.6/0.8/0.9, T 1/2/8.5
@@ -399,10 +413,10 @@ suite() {
   local stage stages=() plan asked=("$@")
   [ ${#asked[@]} -gt 0 ] || asked=(teachers glue squad smc ablations collect)
   for stage in "${asked[@]}"; do
-    [ "$stage" = mini ] && stages+=(mini-teachers mini-students mini-claims) || stages+=("$stage")
+    [ "$stage" = mini ] && stages+=(mini-teachers mini-students mini-more mini-claims) || stages+=("$stage")
   done
   for stage in "${stages[@]}"; do
-    case " $STAGES mini-claims " in *" $stage "*) ;; *)
+    case " $STAGES mini-more mini-claims " in *" $stage "*) ;; *)
       echo "run.sh: unknown stage '$stage' (stages: $STAGES; also smoke, test, bench, bench-cpu)" >&2; exit 2 ;;
     esac
   done
@@ -419,7 +433,10 @@ suite() {
       collect:run) "$PYTHON" tools/report.py "$RUNS" --md results.md ;;
       mini-claims:list) echo "python tools/report.py $RUNS/mini --claims $RUNS/mini/claims.md" ;;
       mini-claims:run) "$PYTHON" tools/report.py "$RUNS/mini" --claims "$RUNS/mini/claims.md" ;;
-      collect:*|mini-claims:*) ;;
+      mini-more:run) mini_more ;;
+      mini-more:list) echo "# stage: mini-more: then a seed at a time for rows still inconclusive, up to 10" \
+                           "(python tools/report.py $RUNS/mini --more-seeds)" ;;
+      collect:*|mini-claims:*|mini-more:*) ;;
       *) plan=plan_${stage//-/_}
          [ $MODE = run ] && echo "run.sh: stage $stage" >&2 || echo "# stage: $stage"
          [[ $stage != mini-* ]] || mini_prepare

@@ -196,6 +196,63 @@ def test_the_report_refuses_to_pair_runs_of_two_gpu_kinds_stacks_or_teachers(tmp
     assert rows["commonsense_qa-smc-k4"]["evidence"].startswith("not run: commonsense_qa-smc-k4")
 
 
+def _inconclusive_arms(root: Path, seeds=range(3)) -> None:
+    """A teacher and two CSQA arms whose seeds disagree (+3, -3, +1 points): the Table 2 row is inconclusive."""
+    rng = np.random.default_rng(0)
+    _fake_run(root, "teacher-commonsense_qa", "commonsense_qa", 0.45, recipe="dense")
+    base = (rng.random(1000) < 0.37).astype(int)
+    for seed in seeds:
+        _fake_run(root, f"commonsense_qa-s90-seed{seed}", "commonsense_qa", correct=base, sparsity=0.9)
+        _fake_run(root, f"commonsense_qa-s90-init0.0-seed{seed}", "commonsense_qa", sparsity=0.9,
+                  correct=_flip(base, (30, 30, 10)[seed], (0, 1, 0)[seed], rng))
+
+
+def test_the_stopping_rule_asks_both_arms_of_an_inconclusive_row_for_their_next_seed(tmp_path):
+    _inconclusive_arms(tmp_path)
+    _fake_run(tmp_path, "commonsense_qa-s90-nokd-seed0", "commonsense_qa", correct=np.zeros(1000, int), sparsity=0.9)
+    for seed in (1, 2):   # KD far ahead of labels only: holds, needs nothing
+        _fake_run(tmp_path, f"commonsense_qa-s90-nokd-seed{seed}", "commonsense_qa", correct=np.zeros(1000, int),
+                  sparsity=0.9)
+    rows = {r["second"]: r for r in report.claim_rows(report.find_results(tmp_path))}
+    assert rows["commonsense_qa-s90-init0.0"]["verdict"] == "inconclusive"
+    assert rows["commonsense_qa-s90-nokd"]["verdict"] == "holds"
+    assert report.more_seeds(report.find_results(tmp_path)) == ["commonsense_qa-s90-seed3",
+                                                                "commonsense_qa-s90-init0.0-seed3"]
+    _fake_run(tmp_path, "commonsense_qa-s90-seed3", "commonsense_qa", correct=np.ones(1000, int), sparsity=0.9)
+    assert report.more_seeds(report.find_results(tmp_path)) == ["commonsense_qa-s90-init0.0-seed3"]   # one arm ran
+
+
+@pytest.mark.slow
+def test_run_sh_mini_more_runs_the_next_seed_until_the_row_is_decided_or_has_10(tmp_path):
+    """run.sh's mini-more stage with a stand-in prune.py (each new seed copies seed 0 of its arm: +3 points): it runs
+    only the inconclusive row's two arms, a seed at a time from 3, and stops once the row is decided or at 10 seeds."""
+    mini = tmp_path / "runs" / "mini"
+    _inconclusive_arms(mini)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "nvidia-smi").write_text("#!/bin/sh\necho 0\n")
+    fake = bin_dir / "fakepython"
+    fake.write_text(f"""#!/usr/bin/env bash
+[ "$1" = -c ] && exit 0                      # the preflight: a GPU is there
+[ "$1" = prune.py ] || exec {sys.executable} "$@"
+out=${{@: -1}}; name=$(basename "$out"); echo "$name" >> {tmp_path}/ran
+cp -r "$(dirname "$out")/${{name%-seed*}}-seed0" "$out" && sed -i 's/"seed": 0/"seed": '"${{name##*-seed}}"'/g' "$out/results.json"
+""")
+    for f in (bin_dir / "nvidia-smi", fake):
+        f.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHON": str(fake), "RUNS": str(tmp_path / "runs"),
+           "DATA": str(_mini_data(tmp_path, ("commonsense_qa",))), "MINI_MODEL": str(tmp_path)}
+    r = subprocess.run(["bash", str(HERE / "run.sh"), "mini-more"], capture_output=True, text=True, cwd=HERE, env=env,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr
+    ran = (tmp_path / "ran").read_text().split()
+    last = len(ran) // 2 + 2
+    assert ran == [f"commonsense_qa-{arm}-seed{s}" for s in range(3, last + 1) for arm in ("s90", "s90-init0.0")]
+    row = {r["second"]: r for r in report.claim_rows(report.find_results(mini))}["commonsense_qa-s90-init0.0"]
+    assert row["verdict"] != "inconclusive" or last == 9
+    assert report.more_seeds(report.find_results(mini)) == []
+
+
 @pytest.mark.slow
 def test_the_claims_table_gives_holm_intervals_per_seed_differences_and_verdicts_and_draws_figure_1(tmp_path):
     """Made-up runs with per-example predictions, three seeds: a large and a steady win hold, a steady loss is

@@ -433,6 +433,22 @@ def claim_rows(results: list) -> list:
     return rows
 
 
+def more_seeds(results: list) -> list:
+    """The stopping rule, as runs: for every row still inconclusive at SEEDS_FIRST seeds or more and fewer than
+    SEEDS_MAX, both arms' next seed (NAME-seedN) where it has not run; each name once, in the table's order."""
+    runs, wanted = by_name(results), []
+    for row in claim_rows(results):
+        e = row["evidence"]
+        if not isinstance(e, dict) or row["verdict"] != "inconclusive" or not SEEDS_FIRST <= len(e["seeds"]) < SEEDS_MAX:
+            continue
+        seed = max(e["seeds"]) + 1
+        for arm in (ALIASES.get(row["first"], row["first"]), row["second"]):
+            name = f"{arm}-seed{seed}"
+            if seed not in {seed_of(r) for r in runs.get(arm, [])} and name not in wanted:
+                wanted.append(name)
+    return wanted
+
+
 def claim_line(row: dict) -> str:
     paper = row["paper"]
     paper_cell = (f"{paper[0]:.1f} vs {paper[1]:.1f}" if paper else "") + (" (= claimed)" if row["kind"] == "equal"
@@ -797,7 +813,12 @@ def main(argv=None) -> int:
     p.add_argument("--readme", default="", help="with --claims: also write the claims' headline into this README")
     p.add_argument("--at-chance", default="", metavar="TASK", help="only say whether ROOT/teacher-TASK is at chance: "
                    "exit 0 if it is, 1 if it is above, 2 if it is not finished (run.sh's job lines ask this)")
+    p.add_argument("--more-seeds", action="store_true", help="only print the runs the stopping rule asks for next "
+                   "(both arms' next seed of every row still inconclusive, up to 10 seeds), one name a line")
     args = p.parse_args(argv)
+    if args.more_seeds:
+        print("\n".join(more_seeds(find_results(Path(args.root)))))
+        return 0
     if args.at_chance:
         if not (Path(args.root) / f"teacher-{args.at_chance}" / "results.json").is_file():
             print(f"report: {args.root}/teacher-{args.at_chance} is not finished", file=sys.stderr)
