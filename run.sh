@@ -278,17 +278,23 @@ plan_mini_students() {
   done
 }
 
-mini_more() {
-  # The claims' stopping rule (tools/report.py --more-seeds): both arms of every row still inconclusive at 3
-  # seeds or more get their next seed, and every row is judged again; until none is left, or a round finishes
-  # nothing new (a run that fails), or 10 seeds.
-  local want last="" seeds
+plan_mini_more() {
+  # The claims' stopping rule, one round (tools/report.py --more-seeds): the plan lines of both arms' next seed for
+  # every row still inconclusive at 3 seeds or more, up to 10; nothing before the students have finished.
+  local want seeds
+  want=$("$PYTHON" tools/report.py "$RUNS/mini" --more-seeds) || return 1
+  [ -n "$want" ] || return 0
+  seeds=$(sed 's/.*-seed//' <<<"$want" | sort -un | tr '\n' ' ')
+  USER_SEEDS=$seeds plan_mini_students | grep -F -f <(sed 's#^#mini/#; s#$#|#' <<<"$want")
+}
+
+mini_more() {  # rounds of the rule, each judged on all the runs so far: until none is asked for, or a round
+  local plan last=""   # finishes nothing new (runs left to another live process)
   mini_prepare
-  while want=$("$PYTHON" tools/report.py "$RUNS/mini" --more-seeds) && [ -n "$want" ] && [ "$want" != "$last" ]; do
-    last=$want
-    echo "run.sh: mini-more: $(wc -l <<<"$want") runs of the next seed: $(tr '\n' ' ' <<<"$want")" >&2
-    seeds=$(sed 's/.*-seed//' <<<"$want" | sort -un | tr '\n' ' ')
-    USER_SEEDS=$seeds plan_mini_students | grep -F -f <(sed 's#^#mini/#; s#$#|#' <<<"$want") | run_plan
+  while plan=$(plan_mini_more) && [ -n "$plan" ] && [ "$plan" != "$last" ]; do
+    last=$plan
+    echo "run.sh: mini-more: the next seed of $(wc -l <<<"$plan") arm(s) still inconclusive" >&2
+    run_plan <<<"$plan"
   done
 }
 
@@ -433,10 +439,8 @@ suite() {
       collect:run) "$PYTHON" tools/report.py "$RUNS" --md results.md ;;
       mini-claims:list) echo "python tools/report.py $RUNS/mini --claims $RUNS/mini/claims.md" ;;
       mini-claims:run) "$PYTHON" tools/report.py "$RUNS/mini" --claims "$RUNS/mini/claims.md" ;;
-      mini-more:run) mini_more ;;
-      mini-more:list) echo "# stage: mini-more: then a seed at a time for rows still inconclusive, up to 10" \
-                           "(python tools/report.py $RUNS/mini --more-seeds)" ;;
-      collect:*|mini-claims:*|mini-more:*) ;;
+      mini-more:run) mini_more ;;   # listed or as jobs: the next round, judged on the runs finished so far
+      collect:*|mini-claims:*) ;;
       *) plan=plan_${stage//-/_}
          [ $MODE = run ] && echo "run.sh: stage $stage" >&2 || echo "# stage: $stage"
          [[ $stage != mini-* ]] || mini_prepare

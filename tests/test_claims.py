@@ -242,6 +242,11 @@ cp -r "$(dirname "$out")/${{name%-seed*}}-seed0" "$out" && sed -i 's/"seed": 0/"
         f.chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHON": str(fake), "RUNS": str(tmp_path / "runs"),
            "DATA": str(_mini_data(tmp_path, ("commonsense_qa",))), "MINI_MODEL": str(tmp_path)}
+    jobs = subprocess.run(["bash", str(HERE / "run.sh"), "--jobs", "mini-more"], capture_output=True, text=True,
+                          cwd=HERE, env=env)   # as commands for a scheduler: the next round only
+    assert jobs.returncode == 0, jobs.stderr
+    assert [re.search(r"--out \S+/mini/(\S+) ", line)[1] for line in jobs.stdout.splitlines() if "prune.py" in line] == [
+        "commonsense_qa-s90-seed3", "commonsense_qa-s90-init0.0-seed3"]
     r = subprocess.run(["bash", str(HERE / "run.sh"), "mini-more"], capture_output=True, text=True, cwd=HERE, env=env,
                        timeout=600)
     assert r.returncode == 0, r.stderr
