@@ -292,6 +292,7 @@ def test_the_claims_table_gives_holm_intervals_per_seed_differences_and_verdicts
     assert "not run: squad-oneshot40-encoder and squad-oneshot40-all" in row[
         "Guideline 1: one-shot 40%, the encoder alone beats encoder, embeddings and head (squad)"]
     assert "5 of " in md and "2 holds" in md and "| winogrande | 51.0 (chance) |" in md
+    assert "asks next for 2 runs (" in md and "): commonsense_qa-s90-seed3, commonsense_qa-s90-init0.0-seed3." in md
     assert "| teacher-winogrande-lr1e-5-e4 | 1e-05 | 4 |" in md and "| 0.693 | 49.5 |" in md
     head = report.headline(md).splitlines()
     assert head[0] == "| claim | paper | CSQA | SQuAD split |" and len(head) == 2 + 5     # one line per claim

@@ -433,11 +433,11 @@ def claim_rows(results: list) -> list:
     return rows
 
 
-def more_seeds(results: list) -> list:
+def more_seeds(results: list, rows: list = None) -> list:
     """The stopping rule, as runs: for every row still inconclusive at SEEDS_FIRST seeds or more and fewer than
     SEEDS_MAX, both arms' next seed (NAME-seedN) where it has not run; each name once, in the table's order."""
     runs, wanted = by_name(results), []
-    for row in claim_rows(results):
+    for row in claim_rows(results) if rows is None else rows:
         e = row["evidence"]
         if not isinstance(e, dict) or row["verdict"] != "inconclusive" or not SEEDS_FIRST <= len(e["seeds"]) < SEEDS_MAX:
             continue
@@ -495,6 +495,9 @@ def claims_markdown(results: list, figure: str = "") -> str:
           "| claim | paper (where) | paper | ours, MiniLM | difference | bootstrap / t interval at the Holm level | "
           "per seed | verdict |", "|---|---|---|---|---|---|---|---|"]
     md += [claim_line(r) for r in rows]
+    wanted = more_seeds(results, rows)
+    md += ["", f"The stopping rule asks next for {len(wanted)} run{'s' * (len(wanted) != 1)} (`python tools/report.py "
+           f"RUNS --more-seeds`; `bash run.sh mini` runs them){': ' + ', '.join(wanted) if wanted else ''}."]
     md += teachers_markdown(runs)
     md += winogrande_sweep(runs)
     md += ["", "## GMP* against its dense teacher", "",
