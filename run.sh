@@ -281,17 +281,21 @@ plan_mini_students() {
 plan_mini_more() {
   # The claims' stopping rule, one round (tools/report.py --more-seeds): the plan lines of both arms' next seed for
   # every row still inconclusive at 3 seeds or more, up to 10; nothing before the students have finished.
-  local want seeds
+  local want seeds lines
   want=$("$PYTHON" tools/report.py "$RUNS/mini" --more-seeds) || return 1
   [ -n "$want" ] || return 0
   seeds=$(sed 's/.*-seed//' <<<"$want" | sort -un | tr '\n' ' ')
-  USER_SEEDS=$seeds plan_mini_students | grep -F -f <(sed 's#^#mini/#; s#$#|#' <<<"$want")
+  lines=$(USER_SEEDS=$seeds plan_mini_students | grep -F -f <(sed 's#^#mini/#; s#$#|#' <<<"$want")) || true
+  [ -n "$lines" ] || { echo "run.sh: mini-more: no plan line for $(tr '\n' ' ' <<<"$want")(no data for the task?)" >&2; return 0; }
+  echo "$lines"
 }
 
 mini_more() {  # rounds of the rule, each judged on all the runs so far: until none is asked for, or a round
   local plan last=""   # finishes nothing new (runs left to another live process)
   mini_prepare
-  while plan=$(plan_mini_more) && [ -n "$plan" ] && [ "$plan" != "$last" ]; do
+  while :; do
+    plan=$(plan_mini_more)   # a report that fails stops run.sh here (set -e), never skips the rule unsaid
+    [ -n "$plan" ] && [ "$plan" != "$last" ] || break
     last=$plan
     echo "run.sh: mini-more: the next seed of $(wc -l <<<"$plan") arm(s) still inconclusive" >&2
     run_plan <<<"$plan"
