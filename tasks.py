@@ -9,6 +9,7 @@ positions a row may use, and the checks of a teacher against the task. Nothing h
 import bz2
 import collections
 import csv
+import hashlib
 import importlib.util
 import io
 import json
@@ -43,7 +44,8 @@ OWN_SUFFIXES = (".csv", ".json", ".jsonl")
 def read_file(path: str):
     """A datasets.Dataset of a CSV or JSON Lines file (optionally gzipped), checked line by line first so that a
     file datasets would choke on is refused in one line that names it: another format, not UTF-8, a byte-order mark,
-    a JSON array, a line that is no JSON object, a CSV row of another width, labels of two types."""
+    a JSON array, a line that is no JSON object, a CSV row of another width, labels of two types. The same bytes are
+    checked and loaded once (a run reads its training file at config time, then with its splits)."""
     name = path[:-3] if path.endswith(".gz") else path
     if not Path(path).is_file() or Path(path).stat().st_size == 0:
         raise UsageError(f"{'missing' if not Path(path).is_file() else 'empty'} data file: {path}")
@@ -52,6 +54,9 @@ def read_file(path: str):
                          "tab-separated or other files, convert them first")
     with (__import__("gzip").open if path.endswith(".gz") else open)(path, "rb") as f:
         raw = f.read()
+    key = (str(Path(path).resolve()), hashlib.sha256(raw).hexdigest())
+    if key in _READ:
+        return _READ[key]
     if raw.startswith(b"\xef\xbb\xbf"):
         raise UsageError(f"{path} starts with a UTF-8 byte-order mark: save it as UTF-8 without one")
     try:
@@ -68,7 +73,12 @@ def read_file(path: str):
         raise UsageError(f"empty data file: {path}")
     if "label" not in ds.column_names or len(ds.column_names) < 2:
         raise UsageError(f"{path} needs a label column and a text column (has: {', '.join(ds.column_names)})")
+    _READ.clear()   # the last file read only: a run's training file, read at config time, again with its splits
+    _READ[key] = ds
     return ds
+
+
+_READ = {}
 
 
 def check_csv_rows(path: str, text: str) -> None:

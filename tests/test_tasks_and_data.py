@@ -748,3 +748,21 @@ def test_job_lists_carry_absolute_paths_and_mini_students_ask_the_at_chance_rule
     ran = subprocess.run(line, shell=True, capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert ran.returncode != 0 and "skipped" not in ran.stdout               # above chance: prune.py runs (no model here)
     assert "prune.py: error" in (tmp_path / "runs" / "mini" / "commonsense_qa-s90-seed0.log").read_text()
+
+
+def test_own_files_are_checked_and_loaded_once_per_content(tmp_path, monkeypatch):
+    """A run reads its training file at config time and again with its splits: the same bytes load once; new
+    bytes under the same name load again (a file rewritten between two runs of one process)."""
+    import tasks
+    loads = []
+    real = tasks.load_file
+    monkeypatch.setattr(tasks, "load_file", lambda path, *a: loads.append(path) or real(path, *a))
+    monkeypatch.setattr(tasks, "_READ", {})
+    rows = [{"text": f"t {i}", "label": ["ham", "eggs"][i % 2]} for i in range(4)]
+    flags = _files(tmp_path, rows, rows[:2])
+    cfg = prune.resolve_config(prune.parse_overrides(flags + ["--out", "x", "--recipe", "dense"]))
+    splits = prune.load_splits(prune.task_spec(cfg))
+    assert [Path(p).name for p in loads] == ["train.jsonl", "validation.jsonl"]
+    assert len(splits["train"]) == 4 and len(splits["validation"]) == 2
+    _files(tmp_path, rows[:3], rows[:2])
+    assert len(prune.load_splits(prune.task_spec(cfg))["train"]) == 3 and len(loads) == 4
