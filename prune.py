@@ -430,8 +430,8 @@ def _run(cfg: dict, log: Callable) -> dict:
         return read_json(out / "results.json")
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg["device"] == "auto" else cfg["device"])
     fast = fast_path() if cfg["fast"] == "on" and device.type == "cuda" else None
-    if device.type == "cuda" and cfg["deterministic"] == "on":
-        deterministic_cuda()
+    if device.type == "cuda" and cfg["deterministic"] != "off":
+        deterministic_cuda(strict=cfg["deterministic"] == "strict")
     torch.manual_seed(cfg["seed"])
     data = prepare_data(cfg)
     steps_per_epoch = len(make_batches(data.train["lengths"], cfg["batch_size"], seed=cfg["seed"])) // cfg["grad_accum"]
@@ -524,11 +524,12 @@ def one_shot(cfg: dict, out: Path, model: nn.Module, data, plan, teacher, device
                   device, t_start)
 
 
-def deterministic_cuda() -> None:
-    """The same command gives the same bytes on one GPU kind: deterministic kernels where torch has them (SDPA
-    leaves cuDNN attention, whose backward is not deterministic) and a fixed cuBLAS workspace."""
+def deterministic_cuda(strict: bool = False) -> None:
+    """The same command gives the same bytes on one GPU kind: deterministic kernels where torch has them and a fixed
+    cuBLAS workspace. 'on' only warns where torch has none (SDPA's attention backward: GPU tests retrain a CSQA and a
+    SQuAD teacher twice); 'strict' makes attention take its deterministic backward and any other such op an error."""
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.use_deterministic_algorithms(True, warn_only=not strict)
 
 
 def check_model(cfg: dict, model: nn.Module, data, device: torch.device) -> None:
@@ -681,9 +682,9 @@ def check_config(cfg: dict, explicit: set = frozenset()) -> None:
     if "epochs" in explicit and cfg["epochs"] < 1:
         raise UsageError(f"epochs must be at least 1, got {cfg['epochs']} (leave it out for the recipe's default)")
     for key, allowed in (("scope", ("encoder", "all")), ("criterion", ("global", "layer")), ("fast", ("on", "off")),
-                         ("deterministic", ("on", "off")), ("lr_schedule", ("cycles", "linear"))):
+                         ("deterministic", ("on", "off", "strict")), ("lr_schedule", ("cycles", "linear"))):
         if key in cfg and cfg[key] not in allowed:
-            raise UsageError(f"{key} must be '{allowed[0]}' or '{allowed[1]}', got '{cfg[key]}'")
+            raise UsageError(f"{key} must be {', '.join(map(repr, allowed[:-1]))} or '{allowed[-1]}', got '{cfg[key]}'")
     if cfg["recipe"] == "dense" and cfg["sparsity"] > 0:
         raise UsageError("the dense recipe trains teachers: it takes no --sparsity")
     if cfg["recipe"] == "oneshot" and cfg["sparsity"] == 0:
@@ -811,7 +812,8 @@ def finish(cfg, out, model, data, step, plan, teacher, timing, device, t_start) 
         "run_samples_per_s": samples / max(timing["train_time_s"] + timing["teacher_time_s"], 1e-9),
         **timing, "wall_time_s": time.time() - t_start,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "deterministic": device.type == "cpu" or torch.are_deterministic_algorithms_enabled(),
+        "deterministic": "strict" if device.type == "cuda" and cfg["deterministic"] == "strict" else
+                         device.type == "cpu" or torch.are_deterministic_algorithms_enabled(),
         "attention": getattr(model.config, "_attn_implementation", None),   # sdpa, or eager where a family lacks it
         "versions": stack_versions(), "config": cfg,
     }
@@ -871,8 +873,10 @@ FLAGS = {  # name: (group, help)
     "device": ("speed", "auto (CUDA when available), cpu, cuda or cuda:N"),
     "fast": ("speed", "on: on CUDA, each step replayed from CUDA graphs with a fused AdamW (bf16 autocast either "
                       "way); off: the plain eager reference loop. No effect on a CPU"),
-    "deterministic": ("speed", "on: deterministic CUDA kernels, so a command gives the same bytes on one GPU kind; "
-                               "off: torch's defaults (cuDNN attention). No effect on a CPU"),
+    "deterministic": ("speed", "on: deterministic CUDA kernels, so a command gives the same bytes on one GPU kind "
+                               "(where torch has none, a warning: attention's backward); strict: attention's "
+                               "deterministic backward too, any other such op an error; off: torch's defaults. "
+                               "No effect on a CPU"),
     "eval_batch_size": ("speed", "rows per evaluation batch"),
     "checkpoint_minutes": ("speed", "also checkpoint this often between cycle ends (0: at every log line)"),
     "keep_checkpoints": ("speed", "checkpoints kept in the run folder"),
@@ -903,7 +907,7 @@ def build_parser() -> argparse.ArgumentParser:
         if kind is bool:
             groups[group].add_argument(f"--{name}", action="store_true", default=None, help=text)
         else:
-            choices = ("on", "off") if name in ("fast", "deterministic") else \
+            choices = ("on", "off") if name == "fast" else ("on", "off", "strict") if name == "deterministic" else \
                 ("cycles", "linear") if name == "lr_schedule" else None
             groups[group].add_argument(f"--{name}", type=kind, default=None, choices=choices,
                                        help=f"{text} (default {shown})".replace("%", "%%"))

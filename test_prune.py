@@ -61,6 +61,22 @@ def test_last_pruning_step_lands_on_the_end_step_whatever_the_step_count(steps_p
     assert schedule.sparsity_at(last, target=0.9, start_step=p["start_step"], end_step=p["end_step"], **INITIAL) == 0.9
 
 
+def test_deterministic_modes_set_torchs_flags_and_refuse_other_values(monkeypatch, tmp_path):
+    """on (the default): deterministic kernels, warnings where torch has none (attention's backward); strict: no
+    warn-only, so attention takes its deterministic backward and any other such op raises; a fixed cuBLAS workspace."""
+    calls = []
+    monkeypatch.setattr(torch, "use_deterministic_algorithms", lambda mode, warn_only=False: calls.append((mode, warn_only)))
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "unset at the end")   # restored to what it was before the test
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")
+    prune.deterministic_cuda()
+    prune.deterministic_cuda(strict=True)
+    assert calls == [(True, True), (True, False)] and os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    base = dict(task="sst2", sparsity=0.9, teacher="t", out=str(tmp_path / "x"))
+    assert prune.resolve_config(dict(base, deterministic="strict"))["deterministic"] == "strict"
+    with pytest.raises(prune.UsageError, match="deterministic must be 'on', 'off' or 'strict', got 'yes'"):
+        prune.resolve_config(dict(base, deterministic="yes"))
+
+
 def test_the_paper_recipe_is_the_default(tmp_path):
     assert RECIPE["scope"] == "encoder" and RECIPE["criterion"] == "global"
     assert RECIPE["initial_sparsity"] == 0.7 and RECIPE["prune_per_epoch"] == 10 and RECIPE["base_epochs"] == 2
