@@ -148,7 +148,7 @@ def bench_step(model_path: str, *, batch: int, length: int, steps: int, masked: 
 
 
 KERNEL_KINDS = [("matmul", r"gemm|cutlass|nvjet|xmma|sm90_|cublas"), ("attention", r"fmha|flash|sdpa|attention"),
-                ("optimizer", r"FusedOpti|adam"), ("foreach (clip, masks, zero_grad)", r"multi_tensor_apply"),
+                ("optimizer", r"FusedOpti|[Aa]dam"), ("foreach (clip, masks, zero_grad)", r"multi_tensor_apply"),
                 ("triton (compiled, fused)", r"^triton"), ("layernorm", r"layer_norm|LayerNorm|GammaBeta"),
                 ("dtype casts and copies", r"copy"), ("reductions (bias grads, norms)", r"reduce"),
                 ("elementwise (adds, gelu, dropout, masks)", r"elementwise|gelu|dropout|masked_scale|Fill|Memset")]
@@ -189,7 +189,7 @@ def bench_profile(model_path: str, *, batch: int, length: int, fast: str) -> dic
     total = sum(ms for ms, _, _ in kernels)
     return {"fast": fast, "kernel_ms_per_step": total, "matmul_share": kinds.get("matmul", 0.0) / total,
             "ms_by_kind": dict(sorted(kinds.items(), key=lambda kv: -kv[1])),
-            "top_kernels": [{"ms": round(ms, 4), "per_step": c, "kernel": name[:100]} for ms, c, name in kernels[:20]]}
+            "top_kernels": [{"ms": round(ms, 4), "per_step": c, "kernel": name[:240]} for ms, c, name in kernels[:25]]}
 
 
 def bench_adam(model_path: str, *, fast: str, steps: int, sparsity: float = 0.9,
