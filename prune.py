@@ -617,6 +617,8 @@ RUN_DEFAULTS = dict(task="rotten_tomatoes", model="", teacher="", sparsity=0.0, 
                     seed=0, overwrite=False, data_dir="", max_train_samples=0, max_eval_samples=0,
                     device="auto", fast="on", deterministic="on", grad_accum=1, eval_batch_size=128, checkpoint_minutes=10.0,
                     keep_checkpoints=2, log_every=50)
+CHOICES = dict(scope=("encoder", "all"), criterion=("global", "layer"), fast=("on", "off"),  # the flags' choices too
+               deterministic=("on", "off", "strict"), lr_schedule=("cycles", "linear"))     # (not scope's, criterion's)
 DEFAULT_MODEL = "bert-base-uncased"
 
 
@@ -681,8 +683,7 @@ def check_config(cfg: dict, explicit: set = frozenset()) -> None:
                 raise UsageError(f"{key} must be {text}, got {cfg[key]}")
     if "epochs" in explicit and cfg["epochs"] < 1:
         raise UsageError(f"epochs must be at least 1, got {cfg['epochs']} (leave it out for the recipe's default)")
-    for key, allowed in (("scope", ("encoder", "all")), ("criterion", ("global", "layer")), ("fast", ("on", "off")),
-                         ("deterministic", ("on", "off", "strict")), ("lr_schedule", ("cycles", "linear"))):
+    for key, allowed in CHOICES.items():
         if key in cfg and cfg[key] not in allowed:
             raise UsageError(f"{key} must be {', '.join(map(repr, allowed[:-1]))} or '{allowed[-1]}', got '{cfg[key]}'")
     if cfg["recipe"] == "dense" and cfg["sparsity"] > 0:
@@ -907,8 +908,7 @@ def build_parser() -> argparse.ArgumentParser:
         if kind is bool:
             groups[group].add_argument(f"--{name}", action="store_true", default=None, help=text)
         else:
-            choices = ("on", "off") if name == "fast" else ("on", "off", "strict") if name == "deterministic" else \
-                ("cycles", "linear") if name == "lr_schedule" else None
+            choices = CHOICES.get(name) if name in ("fast", "deterministic", "lr_schedule") else None
             groups[group].add_argument(f"--{name}", type=kind, default=None, choices=choices,
                                        help=f"{text} (default {shown})".replace("%", "%%"))
     return p
