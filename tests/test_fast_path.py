@@ -153,13 +153,13 @@ def test_on_cuda_a_teacher_trained_twice_has_one_sha256(tmp_path, task, mode):
     torch only warns that its attention backward is not deterministic); and with strict, where attention takes its
     deterministic backward. The real MiniLM-L6 or MINI_MODEL."""
     data, split = SHARED_DATA / task, "validation" if task == "squad" else "train"   # SQuAD: its dev set, split
-    if not any((data / f"{split}.jsonl{gz}").exists() for gz in ("", ".gz")):
+    source = next((p for p in (data / f"{split}.jsonl.gz", data / f"{split}.jsonl") if p.exists()), None)
+    if source is None:
         pytest.skip(f"the shared {task} files exist only in this workplace")
     if task == "squad":   # the mini stage's split of the dev set (no SQuAD train here)
-        source = next(p for p in (data / "validation.jsonl.gz", data / "validation.jsonl") if p.exists())
-        subprocess.run([sys.executable, str(HERE / "tools" / "squad_split.py"), str(source), str(tmp_path / "split")],
-                       check=True, capture_output=True)
+        from tools import squad_split
         data = tmp_path / "split"
+        assert squad_split.main([str(source), str(data)]) == 0
     digests, model = [], os.environ.get("MINI_MODEL") or _minilm_path()
     for name in ("a", "b"):
         out = tmp_path / name
