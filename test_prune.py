@@ -62,8 +62,9 @@ def test_last_pruning_step_lands_on_the_end_step_whatever_the_step_count(steps_p
 
 
 def test_deterministic_modes_set_torchs_flags_and_refuse_other_values(monkeypatch, tmp_path):
-    """on (the default): deterministic kernels, warnings where torch has none (attention's backward); strict: no
-    warn-only, so attention takes its deterministic backward and any other such op raises; a fixed cuBLAS workspace."""
+    """strict (the default): no warn-only, so attention takes its deterministic backward and any other such op
+    raises; on: deterministic kernels, warnings where torch has none (cuDNN attention's backward); a fixed cuBLAS
+    workspace either way."""
     calls = []
     monkeypatch.setattr(torch, "use_deterministic_algorithms", lambda mode, warn_only=False: calls.append((mode, warn_only)))
     monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "unset at the end")   # restored to what it was before the test
@@ -72,7 +73,8 @@ def test_deterministic_modes_set_torchs_flags_and_refuse_other_values(monkeypatc
     prune.deterministic_cuda(strict=True)
     assert calls == [(True, True), (True, False)] and os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
     base = dict(task="sst2", sparsity=0.9, teacher="t", out=str(tmp_path / "x"))
-    assert prune.resolve_config(dict(base, deterministic="strict"))["deterministic"] == "strict"
+    assert prune.resolve_config(base)["deterministic"] == "strict"
+    assert prune.resolve_config(dict(base, deterministic="on"))["deterministic"] == "on"
     with pytest.raises(prune.UsageError, match="deterministic must be 'on', 'off' or 'strict', got 'yes'"):
         prune.resolve_config(dict(base, deterministic="yes"))
 
@@ -81,7 +83,7 @@ def test_the_paper_recipe_is_the_default(tmp_path):
     assert RECIPE["scope"] == "encoder" and RECIPE["criterion"] == "global"
     assert RECIPE["initial_sparsity"] == 0.7 and RECIPE["prune_per_epoch"] == 10 and RECIPE["base_epochs"] == 2
     assert RECIPE["lr"] == 1e-4 and RECIPE["lr_min"] == 1e-6 and RECIPE["warmup"] == 0.0   # no warmup at all
-    assert RECIPE["lr_schedule"] == "cycles" and prune.RUN_DEFAULTS["deterministic"] == "on"
+    assert RECIPE["lr_schedule"] == "cycles" and prune.RUN_DEFAULTS["deterministic"] == "strict"
     assert RECIPE["weight_decay"] == 0.0 and RECIPE["hardness"] == 1.0 and RECIPE["temperature"] == 5.5
     cfg = prune.resolve_config(dict(task="sst2", sparsity=0.9, teacher="t", out=str(tmp_path / "x")))
     assert cfg["recipe"] == "gmp_star" and cfg["epochs"] == 10 and cfg["model"] == "bert-base-uncased"

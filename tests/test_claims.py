@@ -12,6 +12,7 @@ def test_mini_plans_teachers_the_grid_figure_1_and_ablations_on_the_tasks_with_d
     assert r.returncode == 0, r.stderr
     runs = {re.search(r"--out \S+/mini/(\S+)", line)[1]: line for line in r.stdout.splitlines() if "prune.py" in line}
     assert all(f"--model minilm --data_dir {data}/" in line for line in runs.values())
+    assert all(line.count("--deterministic on") == 1 for line in runs.values())   # the mode results/mini was made in
     assert {n for n in runs if n.startswith("teacher-")} == {"teacher-sst2", "teacher-commonsense_qa"}
     assert all("--recipe dense --lr 5e-05" in runs[n] for n in ("teacher-sst2", "teacher-commonsense_qa"))
     for task in ("sst2", "commonsense_qa"):                            # Tables 7-8: 80/90/97% with KD, LR 1e-4
@@ -71,6 +72,7 @@ def test_mini_plans_the_squad_ablations_the_winogrande_sweep_and_three_seeds(tmp
                 line = runs[f"{task}-s90-{arm}-seed{seed}"]
                 assert flag in line and "--sparsity 0.9" in line and f"--seed {seed}" in line
     assert sum(n.startswith("squad-s90-") for n in runs) == 3 * (1 + 3 + 3 + 3 + 3)   # + e30, linear LR, warmup
+    assert all(("--deterministic" in line) != n.startswith(("squad", "teacher-squad")) for n, line in runs.items())
     assert {n for n in runs if "oneshot" in n} == {"squad-oneshot40-encoder-seed0", "squad-oneshot40-all-seed0"}
     one = runs["squad-oneshot40-all-seed0"]                 # guideline 1: the fine-tuned teacher, pruned once
     assert f"--model {tmp_path}/runs/mini/teacher-squad/model " in one and "--recipe oneshot --sparsity 0.4 --scope all" in one

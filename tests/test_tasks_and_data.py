@@ -192,6 +192,10 @@ def test_cost_counts_every_step_at_its_shapes_rate_and_a_checkpoint_per_cycle():
     assert hours * 3600 == pytest.approx(steps * cost.STEP_MS["glue"] / 1e3 + 5 * cost.CHECKPOINT_S["bert-base"])
     _, mc = cost.estimate(["--task", "commonsense_qa", "--sparsity", "0.9", "--hardness", "0", "--out", "x"])
     assert mc > 0 and cost.CHECKPOINT_S["roberta-large"] > cost.CHECKPOINT_S["bert-base"]
+    squad = ["--task", "squad", "--sparsity", "0.9", "--teacher", "t", "--out", "x", "--checkpoint_minutes", "1e5"]
+    (steps, strict), (_, on) = cost.estimate(squad), cost.estimate(squad + ["--deterministic", "on"])  # strict: default
+    slower = steps * cost.STEP_MS["squad"] * (cost.STRICT_SLOWDOWN["squad"] - 1) / 1e3   # training only, batch 16
+    assert (strict - on) * 3600 == pytest.approx(slower) and slower > 0
 
 
 def test_bench_step_repeats_alternate_and_report_the_median_and_every_overhead(tiny, capsys):
