@@ -104,8 +104,9 @@ def gmp_step(model_path: str, dev: torch.device, *, batch: int, masked: bool, fa
                            temperature=r["temperature"], regression=False, grad_accum=1, bf16=dev.type == "cuda")
     if fast == "compile":
         step.loss_fn = torch.compile(step.loss_fn, dynamic=False)
-    if fast != "off":
-        step = fast_path.GraphedStep(step, dev) if graphs else fast_path.FusedStep(step)
+    if fast != "off":   # prune.py's fast path: its fused, capturable AdamW, replayed from graphs or launched eagerly
+        step = (fast_path.GraphedStep(step, dev) if graphs else
+                fast_path.FusedStep(step, fast_path.fast_optimizer(step.optimizer, dev)))
     with_moments(model, step.optimizer)   # without it the pruned weights' m and v would be zero from the start
     prune.prune(step.weights, step.masks, 0.9, "global", step.optimizer)
     return model, step.masks, step
@@ -156,7 +157,7 @@ KERNEL_KINDS = [("matmul", r"gemm|cutlass|nvjet|xmma|sm90_|cublas"), ("attention
 
 def bench_profile(model_path: str, *, batch: int, length: int, fast: str) -> dict:
     """Where the GPU time of one GMP* step goes: kernel time per step by kind (torch.profiler over 5 steps):
-    --fast on launches eagerly what the CUDA graphs replay (FusedStep); off is the eager reference step;
+    --fast on launches eagerly what the CUDA graphs replay (FusedStep, fused AdamW); off is the eager reference step;
     compile compiles the loss function as well."""
     import re
     from torch.profiler import ProfilerActivity, profile
