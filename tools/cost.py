@@ -83,10 +83,10 @@ def estimate(args: list) -> tuple:
     plan = prune.make_plan(cfg, rows // (cfg["batch_size"] * cfg["grad_accum"]))
     samples = plan.total_steps * cfg["batch_size"] * cfg["grad_accum"]
     family = model_family(cfg["model"])
-    slowdown = STRICT_SLOWDOWN.get(task, 1.0) if cfg["deterministic"] == "strict" else 1.0
     if family == "minilm":   # measured in run.sh mini's modes: no slowdown on top
         rate, other = MINILM_RUNS.get(task, MINILM_RUNS["sst2"])
         return plan.total_steps, (samples / rate + other) / MINILM_SHARING / 3600
+    slowdown = STRICT_SLOWDOWN.get(task, 1.0) if cfg["deterministic"] == "strict" else 1.0
     ms = STEP_MS.get(task, STEP_MS["glue"]) * slowdown * cfg["grad_accum"] * cfg["batch_size"] / (
         16 if task in ("squad", "commonsense_qa", "winogrande") else 32)
     train_s = plan.total_steps * ms / 1e3
